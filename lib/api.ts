@@ -1,0 +1,236 @@
+// RunPod's queue API: run, status, cancel. Deciding (retry or not, which error) is pure;
+// `createClient` is the thin part that touches the network.
+import { FetchError, ofetch } from "ofetch";
+import * as v from "valibot";
+import { CliError, ExitCode } from "./errors.ts";
+
+const JobSchema = v.looseObject({
+  id: v.string(),
+  status: v.string(),
+  delayTime: v.optional(v.number()),
+  executionTime: v.optional(v.number()),
+  output: v.optional(v.unknown()),
+  error: v.optional(v.unknown()),
+});
+export type Job = v.InferOutput<typeof JobSchema>;
+
+export type Operation = "run" | "status" | "cancel";
+
+export type Failure =
+  | { kind: "http"; status: number; body: string; retryAfter?: string | null }
+  | { kind: "network"; code?: string; message: string }
+  | { kind: "timeout" };
+
+export interface RetryPolicy {
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, maxDelayMs: 15_000 };
+const RUN_ATTEMPTS = 3;
+
+/** Failures after which the job certainly was not created, so /run may be sent again. */
+const runNeverReachedServer = (f: Failure) =>
+  (f.kind === "http" && f.status === 429) || (f.kind === "network" && ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"].includes(f.code ?? ""));
+
+const isTransient = (f: Failure) =>
+  f.kind !== "http" || f.status === 408 || f.status === 429 || f.status >= 500;
+
+/** Milliseconds to wait before the next attempt, or undefined to give up. `attempt` counts from 1. */
+export function retryDelay(op: Operation, failure: Failure, attempt: number, policy: RetryPolicy, random = Math.random): number | undefined {
+  if (attempt >= policy.attempts) return undefined;
+  if (!(op === "run" ? runNeverReachedServer(failure) : isTransient(failure))) return undefined;
+  const hinted = failure.kind === "http" ? parseRetryAfter(failure.retryAfter) : undefined;
+  if (hinted !== undefined) return Math.min(hinted, policy.maxDelayMs);
+  const ceiling = Math.min(policy.baseDelayMs * 2 ** (attempt - 1), policy.maxDelayMs);
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/** Retry-After: delta seconds or an HTTP date. */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+(\.\d+)?$/.test(value.trim())) return Math.round(Number(value) * 1000);
+  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} /.test(value.trim())) return undefined;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The most useful text of an error body: {"error"}, {"message"}, {"detail"}, plain text, or nothing. */
+export function errorBodyMessage(body: string): string | undefined {
+  const text = body.trim();
+  if (!text) return undefined;
+  try {
+    const data = JSON.parse(text) as unknown;
+    if (typeof data === "string") return data;
+    if (data && typeof data === "object") {
+      for (const key of ["error", "message", "detail"] as const) {
+        const value = (data as Record<string, unknown>)[key];
+        if (typeof value === "string" && value.trim()) return value;
+        if (value !== undefined && value !== null && typeof value !== "string") return JSON.stringify(value);
+      }
+    }
+  } catch {
+    // not JSON: plain text
+  }
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text;
+}
+
+export interface Target {
+  endpointId: string;
+  jobId?: string;
+  baseUrl: string;
+}
+
+/** A failure that will not be retried → the one line and exit code the user sees. */
+export function failureToError(op: Operation, failure: Failure, target: Target): CliError {
+  const what = op === "run" ? "submitting the job" : `${op === "status" ? "checking" : "cancelling"} job ${target.jobId}`;
+  if (failure.kind !== "http") {
+    const reason = failure.kind === "timeout" ? "no answer within the request deadline" : failure.message;
+    const fate = op === "run" && !runNeverReachedServer(failure) ? "; the job may or may not have been created, so check the endpoint before submitting again" : "";
+    return new CliError(`${what} failed: ${reason} (${target.baseUrl})${fate}`, ExitCode.api);
+  }
+  const { status } = failure;
+  const said = errorBodyMessage(failure.body);
+  const suffix = `HTTP ${status}${said ? `: ${said}` : ""}`;
+  if (status === 401 || status === 403) {
+    return new CliError(`RunPod rejected the API key (${suffix}); check RUNPOD_API_KEY or --api-key`, ExitCode.credentials);
+  }
+  if (status === 404) {
+    return op === "run"
+      ? new CliError(`endpoint "${target.endpointId}" not found at ${target.baseUrl} (${suffix}); check RUNPOD_ENDPOINT_ID`, ExitCode.api)
+      : new CliError(`job ${target.jobId} no longer exists (${suffix}): it expired (RunPod keeps results 30 minutes after completion) or never existed`, ExitCode.api);
+  }
+  if (status === 413) return new CliError(`the request is too large for RunPod (${suffix}); /run accepts at most 10 MB`, ExitCode.usage);
+  const fate = op === "run" && status >= 500 ? "; the job may or may not have been created, so check the endpoint before submitting again" : "";
+  return new CliError(`${what} failed (${suffix})${fate}`, ExitCode.api);
+}
+
+export interface RequestLine {
+  method: string;
+  path: string;
+  status: number | string;
+  ms: number;
+}
+
+export interface ClientOptions extends Target {
+  apiKey: string;
+  requestTimeoutMs?: number;
+  retry?: RetryPolicy;
+  /** Aborts every request and retry wait (Ctrl-C, the --timeout deadline). */
+  signal?: AbortSignal;
+  /** One call per HTTP exchange, for --verbose. The key is never part of it. */
+  onRequest?: (line: RequestLine) => void;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+export type RunpodClient = ReturnType<typeof createClient>;
+
+export function createClient(options: ClientOptions) {
+  const { baseUrl, endpointId, apiKey, requestTimeoutMs = 30_000, retry = DEFAULT_RETRY, signal, onRequest, sleep = abortableSleep } = options;
+  const endpointUrl = `${baseUrl}/${encodeURIComponent(endpointId)}`;
+
+  async function attempt(method: "GET" | "POST", path: string, body: unknown): Promise<{ text?: string; failure?: Failure }> {
+    const started = performance.now();
+    const line = (status: number | string) => onRequest?.({ method, path: new URL(endpointUrl + path).pathname, status, ms: Math.round(performance.now() - started) });
+    const timeout = AbortSignal.timeout(requestTimeoutMs);
+    try {
+      const response = await ofetch.raw(endpointUrl + path, {
+        method,
+        body: body as Record<string, unknown> | undefined,
+        headers: { authorization: `Bearer ${apiKey}`, accept: "application/json" },
+        responseType: "text",
+        retry: 0,
+        ignoreResponseError: true,
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+      line(response.status);
+      const text = String(response._data ?? "");
+      if (!response.ok) return { failure: { kind: "http", status: response.status, body: text, retryAfter: response.headers.get("retry-after") } };
+      return { text };
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      line("no answer");
+      if (timeout.aborted) return { failure: { kind: "timeout" } };
+      const cause = error instanceof FetchError ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
+      return { failure: { kind: "network", code: cause?.code, message: cause?.message ?? (error as Error).message } };
+    }
+  }
+
+  async function call(op: Operation, method: "GET" | "POST", path: string, jobId?: string, body?: unknown): Promise<Job> {
+    // A submission that cannot get through soon is better reported than held up: fewer tries for /run.
+    const policy = op === "run" ? { ...retry, attempts: Math.min(retry.attempts, RUN_ATTEMPTS) } : retry;
+    for (let n = 1; ; n++) {
+      const { text, failure } = await attempt(method, path, body);
+      if (text !== undefined) return parseJob(text);
+      const wait = retryDelay(op, failure!, n, policy);
+      if (wait === undefined) throw failureToError(op, failure!, { baseUrl, endpointId, jobId });
+      await sleep(wait, signal);
+    }
+  }
+
+  return {
+    /** POST /run. `extras` carries request-level fields beside `input` (policy, webhook). */
+    run: (input: unknown, extras: Record<string, unknown> = {}) => call("run", "POST", "/run", undefined, { ...extras, input }),
+    status: (jobId: string) => call("status", "GET", `/status/${encodeURIComponent(jobId)}`, jobId),
+    cancel: (jobId: string) => call("cancel", "POST", `/cancel/${encodeURIComponent(jobId)}`, jobId),
+  };
+}
+
+/** A 200 must carry a job: `id` and `status`. */
+export function parseJob(text: string): Job {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new CliError(`RunPod answered with something that is not JSON: ${JSON.stringify(text.slice(0, 120))}`, ExitCode.api);
+  }
+  const parsed = v.safeParse(JobSchema, data);
+  if (!parsed.success) throw new CliError(`RunPod answered without a job id and status: ${JSON.stringify(data).slice(0, 200)}`, ExitCode.api);
+  return parsed.output;
+}
+
+export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(done, ms);
+    function done() {
+      signal?.removeEventListener("abort", abort);
+      resolve();
+    }
+    function abort() {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    }
+    signal?.addEventListener("abort", abort, { once: true });
+  });
+}
+
+/** A job that ended other than COMPLETED → one line; a Python traceback is kept for --verbose. */
+export function jobFailure(job: Job): CliError {
+  const took = job.executionTime !== undefined ? ` after ${(job.executionTime / 1000).toFixed(1)} s` : "";
+  const details = (job.output as { details?: unknown } | undefined)?.details;
+  const detailLines = Array.isArray(details) ? details.map(String) : typeof details === "string" ? [details] : [];
+  let reason = typeof job.error === "string" ? job.error : job.error === undefined ? "" : JSON.stringify(job.error);
+  let traceback: string | undefined;
+  try {
+    const raised = JSON.parse(reason) as { error_type?: string; error_message?: string; error_traceback?: string };
+    if (raised && typeof raised === "object" && (raised.error_type || raised.error_message)) {
+      reason = [raised.error_type?.replace(/^<class '(.*)'>$/, "$1"), raised.error_message].filter(Boolean).join(": ");
+      traceback = raised.error_traceback;
+    }
+  } catch {
+    // a plain message
+  }
+  // "Workflow validation failed:" says nothing alone: the line after it names the node.
+  const lines = reason.split("\n").map((l) => l.trim()).filter(Boolean);
+  const headline = lines[0]?.endsWith(":") && lines[1] ? `${lines[0]} ${truncate(lines[1], 200)}` : lines[0];
+  const firstLine = [headline, ...detailLines.map((d) => truncate(d.trim(), 200))].filter(Boolean).join(" — ");
+  const restOfReason = lines.slice(1).join("\n");
+  return new CliError(
+    `job ${job.id} ended ${job.status}${took}${firstLine ? `: ${firstLine}` : ""}`,
+    ExitCode.jobFailed,
+    [restOfReason, traceback].filter(Boolean).join("\n") || undefined,
+  );
+}
+
+const truncate = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);

@@ -1,0 +1,289 @@
+// The emulator's fake worker: it speaks the original handler's contract (see
+// shared/reference/comfyui-workflows.md) and checks a workflow the way the handler and
+// ComfyUI would, but "renders" tiny deterministic PNGs instead of running a model.
+// Pure and synchronous: the same input always gives the same result.
+import { deflateSync } from "node:zlib";
+
+/** What the handler returns. `steps` (the sampler steps it ran) only drives progress reports. */
+export type HandlerResult = { output: { images: string[] }; steps: number } | { error: string };
+
+type Graph = Record<string, unknown>;
+interface WorkflowNode {
+  id: string;
+  classType: string;
+  inputs: Record<string, unknown>;
+}
+
+/** ComfyUI's OUTPUT_NODE classes among the core and common ones; only SaveImage files are returned. */
+const OUTPUT_NODE_TYPES = new Set([
+  "SaveImage",
+  "PreviewImage",
+  "SaveAnimatedWEBP",
+  "SaveAnimatedPNG",
+  "SaveWEBM",
+  "SaveVideo",
+  "SaveAudio",
+  "VHS_VideoCombine",
+]);
+const RETURNED_OUTPUT_TYPE = "SaveImage";
+const FILE_READING_TYPES = new Set(["LoadImage", "LoadImageMask"]);
+const INPUT_ANNOTATION = " [input]";
+const DEFAULT_SIDE = 512;
+const MAX_SIDE = 64;
+const MAX_BATCH = 4096; // ComfyUI's EmptyLatentImage limit
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+const byNodeId = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
+
+export function runHandler(input: unknown): HandlerResult {
+  if (!isRecord(input)) return { error: "Invalid input: expected a JSON object" };
+  if (input.workflow === undefined) return { error: "Missing 'workflow' parameter" };
+  if (!isRecord(input.workflow)) return { error: "'workflow' must be a JSON object (ComfyUI API format)" };
+  const referenceNames = checkReferenceImages(input.reference_images);
+  if (typeof referenceNames === "string") return { error: referenceNames };
+
+  // From here on the handler has written the images and ComfyUI judges the prompt.
+  const graph = input.workflow;
+  if (isEditorFormat(graph)) {
+    return {
+      error:
+        "ComfyUI could not read the prompt (HTTP 500): the workflow is in the editor format, not the API format; " +
+        'export it with "Export (API)"',
+    };
+  }
+  const nodes = readNodes(graph);
+  if (typeof nodes === "string") return { error: nodes };
+  const outputs = nodes.filter((node) => OUTPUT_NODE_TYPES.has(node.classType));
+  if (outputs.length === 0) return { error: "Prompt has no outputs" };
+
+  const byId = new Map(nodes.map((node) => [node.id, node]));
+  const executed = upstreamOf(outputs, byId);
+  const problems = executed.flatMap((node) => nodeProblems(node, byId, referenceNames));
+  if (problems.length > 0) {
+    return { error: ["Prompt outputs failed validation:", ...problems.map((p) => `• ${p}`)].join("\n") };
+  }
+  const images = outputs
+    .filter((node) => node.classType === RETURNED_OUTPUT_TYPE)
+    .flatMap((node) => renderSaveImage(node, byId));
+  const steps = executed.reduce((sum, node) => sum + positiveInteger(node.inputs.steps, 0), 0);
+  return { output: { images }, steps: Math.max(1, steps) };
+}
+
+/** The handler decodes every reference image before it writes it to ComfyUI's input folder. */
+function checkReferenceImages(value: unknown): Set<string> | string {
+  if (value === undefined) return new Set();
+  if (!isRecord(value)) return "'reference_images' must be an object mapping file names to base64 strings";
+  const bad = Object.entries(value)
+    .filter(([, data]) => typeof data !== "string" || !BASE64.test(data))
+    .map(([name]) => `• ${name}: not valid base64`);
+  if (bad.length > 0) return ["Invalid reference_images:", ...bad].join("\n");
+  return new Set(Object.keys(value));
+}
+
+function isEditorFormat(graph: Graph): boolean {
+  return (Array.isArray(graph.nodes) && Array.isArray(graph.links)) || ("version" in graph && "nodes" in graph);
+}
+
+/** ComfyUI's first pass over every node, before it looks at outputs. Lists every broken node. */
+function readNodes(graph: Graph): WorkflowNode[] | string {
+  const nodes: WorkflowNode[] = [];
+  const problems: string[] = [];
+  for (const id of Object.keys(graph).sort(byNodeId)) {
+    const node = graph[id];
+    const title = isRecord(node) && isRecord(node._meta) && typeof node._meta.title === "string" ? node._meta.title : `#${id}`;
+    if (!isRecord(node) || typeof node.class_type !== "string") {
+      problems.push(`Node '${title}' has no class_type. The workflow may be corrupted or a custom node is missing.`);
+    } else if (!isRecord(node.inputs)) {
+      problems.push(`Node '${title}' (${node.class_type}) has no inputs object. The workflow may be corrupted.`);
+    } else {
+      nodes.push({ id, classType: node.class_type, inputs: node.inputs });
+    }
+  }
+  return problems.length > 0 ? problems.join("\n") : nodes;
+}
+
+/** A well-formed link: `["node id", output index]`. */
+function asLink(value: unknown): [string, number] | undefined {
+  if (Array.isArray(value) && value.length === 2) {
+    const [source, slot] = value as unknown[];
+    if (typeof source === "string" && typeof slot === "number" && Number.isInteger(slot) && slot >= 0) {
+      return [source, slot];
+    }
+  }
+  return undefined;
+}
+
+/** The nodes ComfyUI executes (and therefore validates): the given ones and all they read from, in id order. */
+function upstreamOf(starts: WorkflowNode[], byId: Map<string, WorkflowNode>): WorkflowNode[] {
+  const seen = new Map<string, WorkflowNode>();
+  const pending = [...starts];
+  for (let node = pending.pop(); node; node = pending.pop()) {
+    if (seen.has(node.id)) continue;
+    seen.set(node.id, node);
+    for (const value of Object.values(node.inputs)) {
+      const source = byId.get(asLink(value)?.[0] ?? "");
+      if (source) pending.push(source);
+    }
+  }
+  return [...seen.values()].sort((a, b) => byNodeId(a.id, b.id));
+}
+
+function nodeProblems(node: WorkflowNode, byId: Map<string, WorkflowNode>, referenceNames: Set<string>): string[] {
+  const where = `Node ${node.id} (${node.classType})`;
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(node.inputs)) {
+    if (!Array.isArray(value)) continue;
+    const link = asLink(value);
+    if (!link) problems.push(`${where}: ${name} - Bad linked input, must be a length-2 list of [node_id, slot_index]`);
+    else if (!byId.has(link[0])) problems.push(`${where}: ${name} - Bad linked input, node '${link[0]}' does not exist`);
+  }
+  const file = node.inputs.image;
+  if (FILE_READING_TYPES.has(node.classType) && !Array.isArray(file)) {
+    const name = typeof file === "string" && file.endsWith(INPUT_ANNOTATION) ? file.slice(0, -INPUT_ANNOTATION.length) : file;
+    if (typeof name !== "string" || !referenceNames.has(name)) {
+      problems.push(`${where}: image - Invalid image file: ${String(file)}`);
+    }
+  }
+  return problems;
+}
+
+/** The nearest node upstream (breadth first) that satisfies `pick`. */
+function nearestUpstream(start: WorkflowNode, byId: Map<string, WorkflowNode>, pick: (node: WorkflowNode) => boolean) {
+  const queue = [start];
+  const seen = new Set<string>();
+  for (let node = queue.shift(); node; node = queue.shift()) {
+    if (seen.has(node.id)) continue;
+    seen.add(node.id);
+    if (node !== start && pick(node)) return node;
+    for (const value of Object.values(node.inputs)) {
+      const source = byId.get(asLink(value)?.[0] ?? "");
+      if (source) queue.push(source);
+    }
+  }
+  return undefined;
+}
+
+function positiveNumber(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined;
+}
+
+function positiveInteger(value: unknown, fallback: number): number {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : fallback;
+}
+
+/** One SaveImage node's files: `batch_size` images sized like the latent (or image) it was made from. */
+function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNode>): string[] {
+  const sized = nearestUpstream(save, byId, (n) => !!positiveNumber(n.inputs.width) && !!positiveNumber(n.inputs.height));
+  const [width, height] = thumbnailSize(
+    positiveNumber(sized?.inputs.width) ?? DEFAULT_SIDE,
+    positiveNumber(sized?.inputs.height) ?? DEFAULT_SIDE,
+  );
+  const batch = Math.min(MAX_BATCH, positiveInteger(sized?.inputs.batch_size, 1));
+  const sampler = nearestUpstream(save, byId, (n) => typeof (n.inputs.seed ?? n.inputs.noise_seed) === "number");
+  const seed = String(sampler?.inputs.seed ?? sampler?.inputs.noise_seed ?? 0);
+  const prompts = upstreamOf([save], byId)
+    .filter((node) => node.classType.includes("TextEncode"))
+    .flatMap((node) => Object.values(node.inputs).filter((value) => typeof value === "string"));
+  return Array.from({ length: batch }, (_, index) => {
+    const rgb = renderPixels(width, height, [seed, ...prompts, String(index)].join("\u0000"));
+    return Buffer.from(encodePng(width, height, rgb)).toString("base64");
+  });
+}
+
+/** Shrinks to at most MAX_SIDE on the longest side, keeping the aspect ratio. */
+function thumbnailSize(width: number, height: number): [number, number] {
+  const scale = Math.min(1, MAX_SIDE / Math.max(width, height));
+  return [Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale))];
+}
+
+/** FNV-1a over the UTF-16 code units: a stable 32-bit seed for the pattern. */
+function hashText(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
+/** mulberry32: small, fast and good enough to pick colours. */
+function randomSource(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A two-colour gradient with a ripple, all chosen by `key`. */
+function renderPixels(width: number, height: number, key: string): Uint8Array {
+  const random = randomSource(hashText(key));
+  const from = [random(), random(), random()].map((c) => c * 255);
+  const to = [random(), random(), random()].map((c) => c * 255);
+  const angle = random() * 2 * Math.PI;
+  const [dx, dy] = [Math.cos(angle), Math.sin(angle)];
+  const frequency = 0.2 + random() * 0.6;
+  const span = Math.abs(dx) * width + Math.abs(dy) * height || 1;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const along = x * dx + y * dy;
+      const t = (along + (dx < 0 ? -dx * width : 0) + (dy < 0 ? -dy * height : 0)) / span;
+      const ripple = 0.85 + 0.15 * Math.sin(along * frequency);
+      for (let c = 0; c < 3; c++) {
+        const base = from[c]! + (to[c]! - from[c]!) * t;
+        rgb[(y * width + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(base * ripple)));
+      }
+    }
+  }
+  return rgb;
+}
+
+const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
+
+/** An 8-bit RGB, non-interlaced PNG; `rgb` holds width*height*3 bytes, row by row. */
+export function encodePng(width: number, height: number, rgb: Uint8Array): Uint8Array {
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+    throw new RangeError(`PNG size must be positive integers, got ${width}x${height}`);
+  }
+  const stride = width * 3;
+  if (rgb.length !== stride * height) {
+    throw new RangeError(`expected ${stride * height} bytes of RGB for ${width}x${height}, got ${rgb.length}`);
+  }
+  // Each scanline starts with its filter type; 0 (None) keeps the encoder trivial.
+  const scanlines = new Uint8Array(height * (stride + 1));
+  for (let y = 0; y < height; y++) scanlines.set(rgb.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
+  const header = new Uint8Array(13);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, width);
+  view.setUint32(4, height);
+  header.set([8, 2, 0, 0, 0], 8); // bit depth 8, colour type RGB, deflate, filter set 0, no interlace
+  return concatBytes([
+    PNG_SIGNATURE,
+    pngChunk("IHDR", header),
+    pngChunk("IDAT", deflateSync(scanlines)),
+    pngChunk("IEND", new Uint8Array(0)),
+  ]);
+}
+
+function pngChunk(type: string, data: Uint8Array): Uint8Array {
+  const chunk = new Uint8Array(12 + data.length);
+  const view = new DataView(chunk.buffer);
+  view.setUint32(0, data.length);
+  chunk.set(new TextEncoder().encode(type), 4);
+  chunk.set(data, 8);
+  view.setUint32(8 + data.length, Bun.hash.crc32(chunk.subarray(4, 8 + data.length)));
+  return chunk;
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

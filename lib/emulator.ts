@@ -1,0 +1,827 @@
+// A local stand-in for a RunPod serverless endpoint (queue API under /v2/{endpointId}/), faithful
+// to shared/reference/runpod-serverless-api.md, running the fake worker of emulator-worker.ts.
+//
+// Layout: pure job transitions (decide) → `Endpoint`, the queue and workers as a discrete-event
+// simulation driven by an explicit clock (no timers, no I/O) → `startEmulator`, the HTTP glue with
+// one timer → `emulateCommand`, the CLI command.
+import { defineCommand } from "citty";
+import * as v from "valibot";
+import { runHandler } from "./emulator-worker.ts";
+import type { HandlerResult } from "./emulator-worker.ts";
+import { CliError, ExitCode, usageError } from "./errors.ts";
+
+export interface EmulatorOptions {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  endpointId: string;
+  apiKey: string;
+  /** Time a job waits in the queue before a free worker takes it. */
+  queueDelayMs: number;
+  /** Time a job whose workflow is valid runs (an invalid one fails at once, as validation does). */
+  executionMs: number;
+  /** Jobs run in parallel on this many workers; the rest wait IN_QUEUE, first in first out. */
+  workers: number;
+  /** How long finished /run jobs stay readable. */
+  retentionMs: number;
+  /** How long finished /runsync jobs stay readable. */
+  syncRetentionMs: number;
+  /** IN_PROGRESS progress reports ({"progress": "k/n"} in `output`) spread over a run. */
+  progressUpdates: number;
+  /** Replaces RunPod's result limits (10 MB for /run, 20 MB for /runsync): a bigger output leaves the job COMPLETED without `output`. */
+  resultLimitBytes: number | undefined;
+}
+
+export interface RecordedRequest {
+  method: string;
+  /** e.g. "/v2/emulator/status/abc-u1" */
+  path: string;
+  query: Record<string, string>;
+  /** 0 until the answer is sent (a /runsync or /stream still waiting). */
+  status: number;
+  /** The parsed JSON body, when the request had one. */
+  body?: unknown;
+}
+
+export interface Emulator {
+  /** Base URL ending in /v2, e.g. http://127.0.0.1:8000/v2 */
+  url: string;
+  endpointId: string;
+  apiKey: string;
+  /** Every request, in arrival order. Authorization headers are never kept. */
+  requests: RecordedRequest[];
+  /** Closes every connection at once (a waiting /runsync or /stream is cut) and clears every timer. */
+  stop(): Promise<void>;
+}
+
+export type JobStatus = "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";
+
+/** What status, runsync and webhooks answer. */
+export interface JobObject {
+  id: string;
+  status: JobStatus;
+  delayTime?: number;
+  executionTime?: number;
+  workerId?: string;
+  output?: unknown;
+  error?: string;
+  retries?: number;
+}
+
+export const DEFAULT_API_KEY = "emulator-key";
+
+const DEFAULT_OPTIONS: EmulatorOptions = {
+  host: "127.0.0.1",
+  port: 8000,
+  endpointId: "emulator",
+  apiKey: DEFAULT_API_KEY,
+  queueDelayMs: 300,
+  executionMs: 1500,
+  workers: 1,
+  retentionMs: 30 * 60_000,
+  syncRetentionMs: 60_000,
+  progressUpdates: 3,
+  resultLimitBytes: undefined,
+};
+
+const MB = 1024 * 1024;
+const BODY_LIMITS = { run: 10 * MB, runsync: 20 * MB } as const;
+const RUNSYNC_DEFAULT_WAIT_MS = 90_000;
+const WAIT_RANGE_MS = [1000, 300_000] as const;
+const STREAM_HOLD_MS = 10_000;
+const DEFAULT_EXECUTION_TIMEOUT_MS = 600_000;
+const DEFAULT_TTL_MS = 24 * 3600_000;
+const MAX_POLICY_MS = 7 * 24 * 3600_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const TERMINAL: ReadonlySet<JobStatus> = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
+const RETRYABLE: ReadonlySet<JobStatus> = new Set(["FAILED", "TIMED_OUT"]);
+
+type Route = "run" | "runsync";
+
+interface JobRequest {
+  input: Record<string, unknown>;
+  webhook?: string;
+  policy?: { executionTimeout?: number; ttl?: number };
+}
+
+/** One execution of a job on a worker, planned in full when it starts (the handler is pure). */
+interface Run {
+  readonly workerId: string;
+  readonly startedAt: number;
+  /** When the handler returns or executionTimeout stops it, whichever is first. */
+  readonly endsAt: number;
+  readonly timesOut: boolean;
+  readonly result: HandlerResult;
+  readonly progress: readonly { readonly at: number; readonly output: unknown }[];
+}
+
+interface Job {
+  readonly id: string;
+  readonly route: Route;
+  readonly input: Record<string, unknown>;
+  readonly webhook: string | undefined;
+  readonly executionTimeout: number;
+  readonly ttl: number;
+  readonly submittedAt: number;
+  /** Submission, or the last retry: delayTime counts from here. */
+  readonly enqueuedAt: number;
+  readonly retries: number;
+  readonly status: JobStatus;
+  readonly run?: Run;
+  readonly finishedAt?: number;
+  readonly output?: unknown;
+  readonly error?: string;
+  /** Stream chunks not yet drained by /stream. */
+  readonly stream: readonly unknown[];
+}
+
+interface Timing {
+  queueDelayMs: number;
+  executionMs: number;
+  progressUpdates: number;
+  retentionMs: Record<Route, number>;
+  resultLimitBytes: Record<Route, number>;
+}
+
+// ---- Pure job transitions ------------------------------------------------------------------
+
+function newJob(id: string, route: Route, request: JobRequest, now: number): Job {
+  return {
+    id,
+    route,
+    input: request.input,
+    webhook: request.webhook,
+    executionTimeout: request.policy?.executionTimeout ?? DEFAULT_EXECUTION_TIMEOUT_MS,
+    ttl: request.policy?.ttl ?? DEFAULT_TTL_MS,
+    submittedAt: now,
+    enqueuedAt: now,
+    retries: 0,
+    status: "IN_QUEUE",
+    stream: [],
+  };
+}
+
+function planRun(job: Job, workerId: string, startedAt: number, timing: Timing): Run {
+  const result = runHandler(job.input);
+  // A workflow that fails validation fails at once; a valid one "renders" for executionMs.
+  const handlerMs = "error" in result ? 0 : timing.executionMs;
+  const endsAt = startedAt + Math.min(handlerMs, job.executionTimeout);
+  const progress =
+    "error" in result ? [] : progressReports(result.steps, timing.progressUpdates, startedAt, handlerMs);
+  return {
+    workerId,
+    startedAt,
+    endsAt,
+    timesOut: handlerMs > job.executionTimeout,
+    result,
+    progress: progress.filter((report) => report.at < endsAt),
+  };
+}
+
+/** `count` reports spread evenly over the run, each saying how far the sampler got. */
+function progressReports(steps: number, count: number, startedAt: number, durationMs: number): Run["progress"] {
+  return Array.from({ length: count }, (_, i) => {
+    const share = (i + 1) / (count + 1);
+    const done = Math.max(1, Math.round(steps * share));
+    return { at: startedAt + durationMs * share, output: { progress: `${done}/${steps}` } };
+  });
+}
+
+function startJob(job: Job, run: Run): Job {
+  return { ...job, status: "IN_PROGRESS", run };
+}
+
+/** The job at `run.endsAt`: the handler's answer, or TIMED_OUT. */
+function endRun(job: Job, run: Run, resultLimitBytes: number): Job {
+  const ended = { ...job, finishedAt: run.endsAt };
+  if (run.timesOut) return { ...ended, status: "TIMED_OUT" };
+  if ("error" in run.result) return { ...ended, status: "FAILED", error: run.result.error };
+  const output = run.result.output;
+  // RunPod drops a result over its size limit and still reports COMPLETED.
+  if (Buffer.byteLength(JSON.stringify(output)) > resultLimitBytes) return { ...ended, status: "COMPLETED" };
+  return { ...ended, status: "COMPLETED", output, stream: [...job.stream, { output }] };
+}
+
+function cancelJob(job: Job, now: number): Job {
+  return { ...job, status: "CANCELLED", finishedAt: now };
+}
+
+function retryJob(job: Job, now: number): Job {
+  const { run: _run, finishedAt: _finishedAt, output: _output, error: _error, ...kept } = job;
+  return { ...kept, status: "IN_QUEUE", enqueuedAt: now, retries: job.retries + 1, stream: [] };
+}
+
+/** When the job is deleted: its ttl (counted from submission, even mid-run), or retention after it ends. */
+function expiresAt(job: Job, retentionMs: Record<Route, number>): number {
+  const ttlEnd = job.submittedAt + job.ttl;
+  return job.finishedAt === undefined ? ttlEnd : Math.min(ttlEnd, job.finishedAt + retentionMs[job.route]);
+}
+
+function jobObject(job: Job, now: number): JobObject {
+  const view: JobObject = { id: job.id, status: job.status };
+  const run = job.run;
+  if (run) view.delayTime = Math.round(run.startedAt - job.enqueuedAt);
+  // Only a handler that returned reports its execution time (RunPod shows none on TIMED_OUT).
+  if (run && job.finishedAt !== undefined && (job.status === "COMPLETED" || job.status === "FAILED")) {
+    view.executionTime = Math.round(job.finishedAt - run.startedAt);
+  }
+  if (run) view.workerId = run.workerId;
+  if (job.status === "IN_PROGRESS") {
+    const latest = run?.progress.findLast((report) => report.at <= now);
+    if (latest) view.output = latest.output;
+  } else if (job.output !== undefined) {
+    view.output = job.output;
+  }
+  if (job.error !== undefined) view.error = job.error;
+  if (job.retries > 0) view.retries = job.retries;
+  return view;
+}
+
+// ---- The endpoint: queue and workers, simulated on an explicit clock ------------------------
+
+interface WorkerSlot {
+  readonly id: string;
+  jobId: string | undefined;
+  freeSince: number;
+}
+
+type RetryOutcome = { retried: Job } | { refused: Job } | undefined;
+
+/**
+ * Every method takes `now` and first replays, in time order, what happened since the last call
+ * (starts, ends, expiries), so answers are exact whatever the timer's jitter.
+ */
+class Endpoint {
+  private readonly jobs = new Map<string, Job>();
+  private readonly workers: WorkerSlot[];
+  private readonly totals = { completed: 0, failed: 0, retried: 0 };
+
+  constructor(
+    private readonly timing: Timing,
+    workerCount: number,
+    now: number,
+    /** Called when a job reaches COMPLETED, FAILED or TIMED_OUT. */
+    private readonly onFinished: (job: Job) => void,
+  ) {
+    this.workers = Array.from({ length: workerCount }, () => ({ id: workerId(), jobId: undefined, freeSince: now }));
+  }
+
+  submit(route: Route, request: JobRequest, now: number): Job {
+    this.advance(now);
+    const prefix = route === "runsync" ? "sync-" : "";
+    const job = newJob(`${prefix}${crypto.randomUUID()}-u1`, route, request, now);
+    this.jobs.set(job.id, job);
+    this.advance(now);
+    return this.jobs.get(job.id) ?? job;
+  }
+
+  find(id: string, now: number): Job | undefined {
+    this.advance(now);
+    return this.jobs.get(id);
+  }
+
+  cancel(id: string, now: number): Job | undefined {
+    const job = this.find(id, now);
+    if (!job || TERMINAL.has(job.status)) return job;
+    this.freeWorkerOf(job, now);
+    const cancelled = cancelJob(job, now);
+    this.jobs.set(id, cancelled);
+    this.advance(now);
+    return cancelled;
+  }
+
+  retry(id: string, now: number): RetryOutcome {
+    const job = this.find(id, now);
+    if (!job) return undefined;
+    if (!RETRYABLE.has(job.status)) return { refused: job };
+    const retried = retryJob(job, now);
+    this.jobs.set(id, retried);
+    this.totals.retried++;
+    this.advance(now);
+    return { retried };
+  }
+
+  purgeQueue(now: number): number {
+    this.advance(now);
+    const queued = [...this.jobs.values()].filter((job) => job.status === "IN_QUEUE");
+    for (const job of queued) this.jobs.delete(job.id);
+    return queued.length;
+  }
+
+  /** Takes the buffered stream chunks. */
+  drainStream(id: string, now: number): { job: Job; chunks: readonly unknown[] } | undefined {
+    const job = this.find(id, now);
+    if (!job) return undefined;
+    this.jobs.set(id, { ...job, stream: [] });
+    return { job, chunks: job.stream };
+  }
+
+  health(now: number) {
+    this.advance(now);
+    const count = (status: JobStatus) => [...this.jobs.values()].filter((job) => job.status === status).length;
+    const running = this.workers.filter((worker) => worker.jobId !== undefined).length;
+    return {
+      jobs: {
+        completed: this.totals.completed,
+        failed: this.totals.failed,
+        inProgress: count("IN_PROGRESS"),
+        inQueue: count("IN_QUEUE"),
+        retried: this.totals.retried,
+      },
+      workers: { idle: this.workers.length - running, running },
+    };
+  }
+
+  /** When something next happens on its own, if anything will. */
+  nextEventAt(): number | undefined {
+    return this.nextEvent()?.at;
+  }
+
+  advance(now: number): void {
+    for (let event = this.nextEvent(); event && event.at <= now; event = this.nextEvent()) event.apply();
+  }
+
+  /** The earliest pending event; on a tie, expiry beats end beats start. */
+  private nextEvent(): { at: number; apply: () => void } | undefined {
+    let next: { at: number; apply: () => void } | undefined;
+    const consider = (at: number, apply: () => void) => {
+      if (!next || at < next.at) next = { at, apply };
+    };
+    for (const job of this.jobs.values()) {
+      const expiry = expiresAt(job, this.timing.retentionMs);
+      consider(expiry, () => this.expire(job, expiry));
+      const run = job.run;
+      if (job.status === "IN_PROGRESS" && run) consider(run.endsAt, () => this.end(job, run));
+    }
+    const start = this.nextStart();
+    if (start) consider(start.at, () => this.start(start.job, start.worker, start.at));
+    return next;
+  }
+
+  /** The oldest queued job on the longest-idle worker, once its queue delay has passed. */
+  private nextStart(): { job: Job; worker: WorkerSlot; at: number } | undefined {
+    let worker: WorkerSlot | undefined;
+    for (const candidate of this.workers) {
+      if (candidate.jobId === undefined && (!worker || candidate.freeSince < worker.freeSince)) worker = candidate;
+    }
+    let job: Job | undefined;
+    for (const candidate of this.jobs.values()) {
+      if (candidate.status === "IN_QUEUE" && (!job || candidate.enqueuedAt < job.enqueuedAt)) job = candidate;
+    }
+    if (!worker || !job) return undefined;
+    return { job, worker, at: Math.max(job.enqueuedAt + this.timing.queueDelayMs, worker.freeSince) };
+  }
+
+  private start(job: Job, worker: WorkerSlot, at: number): void {
+    worker.jobId = job.id;
+    this.jobs.set(job.id, startJob(job, planRun(job, worker.id, at, this.timing)));
+  }
+
+  private end(job: Job, run: Run): void {
+    this.freeWorkerOf(job, run.endsAt);
+    const ended = endRun(job, run, this.timing.resultLimitBytes[job.route]);
+    this.jobs.set(job.id, ended);
+    if (ended.status === "COMPLETED") this.totals.completed++;
+    else this.totals.failed++;
+    this.onFinished(ended);
+  }
+
+  private expire(job: Job, at: number): void {
+    this.freeWorkerOf(job, at);
+    this.jobs.delete(job.id);
+  }
+
+  private freeWorkerOf(job: Job, at: number): void {
+    const worker = this.workers.find((candidate) => candidate.jobId === job.id);
+    if (worker) {
+      worker.jobId = undefined;
+      worker.freeSince = at;
+    }
+  }
+}
+
+/** Looks like RunPod's 14-character worker ids. */
+function workerId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return Array.from(crypto.getRandomValues(new Uint8Array(14)), (byte) => alphabet[byte % alphabet.length]).join("");
+}
+
+// ---- HTTP ------------------------------------------------------------------------------------
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+const policyMs = (name: string) =>
+  v.optional(
+    v.pipe(
+      v.number(`policy.${name} must be a number of milliseconds`),
+      v.gtValue(0, `policy.${name} must be more than 0`),
+      v.maxValue(MAX_POLICY_MS, `policy.${name} must be at most ${MAX_POLICY_MS} (7 days)`),
+    ),
+  );
+
+const JobRequestSchema = v.object(
+  {
+    input: v.custom<Record<string, unknown>>(isRecord, "input is required and must be a JSON object"),
+    webhook: v.optional(v.pipe(v.string("webhook must be a URL"), v.url("webhook must be a URL"))),
+    policy: v.optional(
+      v.object(
+        {
+          executionTimeout: policyMs("executionTimeout"),
+          ttl: policyMs("ttl"),
+          lowPriority: v.optional(v.boolean("policy.lowPriority must be true or false")),
+        },
+        "policy must be a JSON object",
+      ),
+    ),
+  },
+  // valibot reports a missing key with the object's message; the body itself is checked before.
+  "input is required and must be a JSON object",
+);
+
+const json = (body: unknown, status = 200) => Response.json(body, { status });
+const plainText = (text: string, status: number, headers: Record<string, string> = {}) =>
+  new Response(text, { status, headers: { "content-type": "text/plain; charset=utf-8", ...headers } });
+// RunPod's router answers unknown paths like Go's default mux.
+const pageNotFound = () => plainText("404 page not found", 404);
+const jobNotFound = () => json({ error: "request does not exist" }, 404);
+
+/** A `wait` query value in milliseconds: `fallback` when absent, undefined when invalid. */
+function readWait(url: URL, fallback: number): number | undefined {
+  const raw = url.searchParams.get("wait");
+  if (raw === null) return fallback;
+  const ms = Number(raw);
+  return /^\d+$/.test(raw) && ms >= WAIT_RANGE_MS[0] && ms <= WAIT_RANGE_MS[1] ? ms : undefined;
+}
+const badWait = () => json({ error: `wait is invalid; must be between ${WAIT_RANGE_MS[0]} and ${WAIT_RANGE_MS[1]}` }, 400);
+
+/** The body's bytes, or undefined once it passes `limit` (read no further). */
+async function readBodyWithin(request: Request, limit: number): Promise<Uint8Array | undefined> {
+  if (Number(request.headers.get("content-length")) > limit) return undefined;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body ?? []) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+interface Waiter {
+  ready: (now: number) => boolean;
+  deadline: number;
+  resolve: () => void;
+}
+
+interface RouteContext {
+  request: Request;
+  url: URL;
+  jobId: string;
+  record: RecordedRequest;
+  now: number;
+}
+
+export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator {
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const config: EmulatorOptions = { ...DEFAULT_OPTIONS, ...given };
+  const timing: Timing = {
+    queueDelayMs: config.queueDelayMs,
+    executionMs: config.executionMs,
+    progressUpdates: config.progressUpdates,
+    retentionMs: { run: config.retentionMs, runsync: config.syncRetentionMs },
+    resultLimitBytes: {
+      run: config.resultLimitBytes ?? BODY_LIMITS.run,
+      runsync: config.resultLimitBytes ?? BODY_LIMITS.runsync,
+    },
+  };
+  const requests: RecordedRequest[] = [];
+  const waiters = new Set<Waiter>();
+  const webhookCalls = new Set<AbortController>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const endpoint = new Endpoint(timing, config.workers, Date.now(), (job) => {
+    if (job.webhook) deliverWebhook(job.webhook, jobObject(job, Date.now()));
+  });
+
+  /** Best effort, one attempt (RunPod retries twice, 10 s apart; not emulated). */
+  function deliverWebhook(url: string, body: JobObject): void {
+    const call = new AbortController();
+    webhookCalls.add(call);
+    fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: call.signal,
+    })
+      .then((response) => response.body?.cancel())
+      .catch(() => {})
+      .finally(() => webhookCalls.delete(call));
+  }
+
+  /** Brings the simulation to `now`, answers the waiters that can be answered, and arms the one timer. */
+  function sync(now: number): void {
+    endpoint.advance(now);
+    for (const waiter of waiters) {
+      if (stopping || now >= waiter.deadline || waiter.ready(now)) {
+        waiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+    clearTimeout(timer);
+    timer = undefined;
+    if (stopping) return;
+    const next = Math.min(endpoint.nextEventAt() ?? Infinity, ...[...waiters].map((waiter) => waiter.deadline));
+    if (next !== Infinity) timer = setTimeout(() => sync(Date.now()), Math.min(MAX_TIMER_MS, Math.max(0, next - now)));
+  }
+
+  function waitUntil(ready: (now: number) => boolean, deadline: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    waiters.add({ ready, deadline, resolve });
+    sync(Date.now());
+    return promise;
+  }
+
+  const isSettled = (id: string) => (now: number) => {
+    const job = endpoint.find(id, now);
+    return !job || TERMINAL.has(job.status);
+  };
+
+  async function readJobRequest(ctx: RouteContext, route: Route): Promise<JobRequest | Response> {
+    const limit = BODY_LIMITS[route];
+    const bytes = await readBodyWithin(ctx.request, limit);
+    if (!bytes) {
+      return json({ error: `request body exceeds the ${limit / MB} MB limit of /${route} (${limit} bytes)` }, 413);
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      return json({ error: "the request body is not valid JSON" }, 400);
+    }
+    ctx.record.body = body;
+    if (!isRecord(body)) return json({ error: "the request body must be a JSON object" }, 400);
+    const parsed = v.safeParse(JobRequestSchema, body);
+    return parsed.success ? parsed.output : json({ error: parsed.issues[0].message }, 400);
+  }
+
+  type Handler = (ctx: RouteContext) => Response | Promise<Response>;
+  const routes: Record<string, { methods: readonly string[]; takesJobId: boolean; handle: Handler }> = {
+    run: {
+      methods: ["POST"],
+      takesJobId: false,
+      async handle(ctx) {
+        const request = await readJobRequest(ctx, "run");
+        if (request instanceof Response) return request;
+        const job = endpoint.submit("run", request, Date.now());
+        return json({ id: job.id, status: "IN_QUEUE" });
+      },
+    },
+    runsync: {
+      methods: ["POST"],
+      takesJobId: false,
+      async handle(ctx) {
+        const wait = readWait(ctx.url, RUNSYNC_DEFAULT_WAIT_MS);
+        if (wait === undefined) return badWait();
+        const request = await readJobRequest(ctx, "runsync");
+        if (request instanceof Response) return request;
+        const submittedAt = Date.now();
+        const { id } = endpoint.submit("runsync", request, submittedAt);
+        await waitUntil(isSettled(id), submittedAt + wait);
+        const now = Date.now();
+        const job = endpoint.find(id, now);
+        return job ? json(jobObject(job, now)) : jobNotFound();
+      },
+    },
+    status: {
+      methods: ["GET", "POST"],
+      takesJobId: true,
+      handle({ jobId, now }) {
+        const job = endpoint.find(jobId, now);
+        return job ? json(jobObject(job, now)) : jobNotFound();
+      },
+    },
+    stream: {
+      methods: ["GET", "POST"],
+      takesJobId: true,
+      async handle({ url, jobId, now }) {
+        const wait = readWait(url, STREAM_HOLD_MS);
+        if (wait === undefined) return badWait();
+        if (!endpoint.find(jobId, now)) return jobNotFound();
+        const hasNews = (at: number) => {
+          const job = endpoint.find(jobId, at);
+          return !job || job.stream.length > 0 || TERMINAL.has(job.status);
+        };
+        await waitUntil(hasNews, now + Math.min(wait, STREAM_HOLD_MS));
+        const drained = endpoint.drainStream(jobId, Date.now());
+        if (!drained) return jobNotFound();
+        const { job, chunks } = drained;
+        return json({ status: job.status, stream: chunks, ...(job.error === undefined ? {} : { error: job.error }) });
+      },
+    },
+    cancel: {
+      methods: ["POST"],
+      takesJobId: true,
+      handle({ jobId, now }) {
+        const job = endpoint.cancel(jobId, now);
+        return job ? json({ id: job.id, status: job.status }) : jobNotFound();
+      },
+    },
+    retry: {
+      methods: ["POST"],
+      takesJobId: true,
+      handle({ jobId, now }) {
+        const outcome = endpoint.retry(jobId, now);
+        if (!outcome) return jobNotFound();
+        if ("refused" in outcome) {
+          const { status } = outcome.refused;
+          return json({ error: `job ${jobId} is ${status}; only FAILED or TIMED_OUT jobs can be retried` }, 400);
+        }
+        return json({ id: outcome.retried.id, status: outcome.retried.status });
+      },
+    },
+    "purge-queue": {
+      methods: ["POST"],
+      takesJobId: false,
+      handle({ now }) {
+        return json({ removed: endpoint.purgeQueue(now), status: "completed" });
+      },
+    },
+    health: {
+      methods: ["GET"],
+      takesJobId: false,
+      handle({ now }) {
+        return json(endpoint.health(now));
+      },
+    },
+  };
+
+  async function answer(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
+    if (request.headers.get("authorization") !== `Bearer ${config.apiKey}`) return new Response(null, { status: 401 });
+    const match = /^\/v2\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
+    const route = match && match[1] === config.endpointId ? routes[match[2] ?? ""] : undefined;
+    const jobId = match?.[3];
+    if (!route || route.takesJobId !== (jobId !== undefined)) return pageNotFound();
+    if (!route.methods.includes(request.method)) {
+      return plainText("405 method not allowed", 405, { allow: route.methods.join(", ") });
+    }
+    return route.handle({ request, url, jobId: jobId ?? "", record, now: Date.now() });
+  }
+
+  const server = Bun.serve({
+    hostname: config.host,
+    port: config.port,
+    // Bodies over RunPod's limits must reach `answer`, which rejects them with RunPod's 413.
+    maxRequestBodySize: 4 * BODY_LIMITS.runsync,
+    async fetch(request, server) {
+      // /runsync and /stream may hold a request for minutes; Bun's idle timeout would cut it.
+      server.timeout(request, 0);
+      const url = new URL(request.url);
+      const record: RecordedRequest = {
+        method: request.method,
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams),
+        status: 0,
+      };
+      requests.push(record);
+      const response = await answer(request, url, record);
+      record.status = response.status;
+      sync(Date.now());
+      return response;
+    },
+  });
+
+  return {
+    url: new URL("v2", server.url).href,
+    endpointId: config.endpointId,
+    apiKey: config.apiKey,
+    requests,
+    stop() {
+      stopping ??= (async () => {
+        clearTimeout(timer);
+        for (const waiter of waiters) waiter.resolve();
+        waiters.clear();
+        for (const call of webhookCalls) call.abort();
+        await server.stop(true);
+      })();
+      return stopping;
+    },
+  };
+}
+
+// ---- The `emulate` command ---------------------------------------------------------------------
+
+const secondsArg = (flag: string) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.nonEmpty(`--${flag} must be a number of seconds`),
+    v.transform(Number),
+    v.number(`--${flag} must be a number of seconds`),
+    v.finite(`--${flag} must be a number of seconds`),
+    v.minValue(0, `--${flag} must be 0 or more`),
+    v.transform((seconds) => seconds * 1000),
+  );
+
+const integerArg = (flag: string, min: number, max: number) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.regex(/^\d+$/, `--${flag} must be a whole number from ${min} to ${max}`),
+    v.transform(Number),
+    v.minValue(min, `--${flag} must be a whole number from ${min} to ${max}`),
+    v.maxValue(max, `--${flag} must be a whole number from ${min} to ${max}`),
+  );
+
+const EmulateArgsSchema = v.object({
+  host: v.pipe(v.string(), v.trim(), v.nonEmpty("--host must not be empty")),
+  port: integerArg("port", 0, 65535),
+  endpointId: v.pipe(
+    v.string(),
+    v.regex(/^[A-Za-z0-9_-]+$/, "--endpoint-id may only hold letters, digits, '-' and '_'"),
+  ),
+  apiKey: v.pipe(v.string(), v.nonEmpty("--api-key must not be empty")),
+  queueDelayMs: secondsArg("queue-delay"),
+  executionMs: secondsArg("execution-time"),
+  workers: integerArg("workers", 1, 64),
+});
+
+export const emulateCommand = defineCommand({
+  meta: {
+    name: "emulate",
+    description: "Run a local RunPod serverless endpoint emulator (for trying the CLI without a GPU)",
+  },
+  args: {
+    host: { type: "string", valueHint: "address", description: "Interface to listen on", default: "127.0.0.1" },
+    port: { type: "string", valueHint: "port", description: "Port to listen on (0 picks a free one)", default: "8000" },
+    "endpoint-id": {
+      type: "string",
+      valueHint: "id",
+      description: "Endpoint id expected in request paths",
+      default: "emulator",
+    },
+    "api-key": {
+      type: "string",
+      valueHint: "key",
+      description: `API key clients must send (default: $RUNPOD_API_KEY if set, else ${DEFAULT_API_KEY})`,
+    },
+    "queue-delay": {
+      type: "string",
+      valueHint: "seconds",
+      description: "Time a job waits in the queue before it starts",
+      default: "0.3",
+    },
+    "execution-time": { type: "string", valueHint: "seconds", description: "Time a job runs", default: "1.5" },
+    workers: {
+      type: "string",
+      valueHint: "n",
+      description: "Jobs run at the same time; more wait in the queue",
+      default: "1",
+    },
+  },
+  async run({ args }) {
+    const envKey = process.env.RUNPOD_API_KEY || undefined;
+    const keySource = args["api-key"] !== undefined ? "flag" : envKey !== undefined ? "env" : "default";
+    const parsed = v.safeParse(EmulateArgsSchema, {
+      host: args.host,
+      port: args.port,
+      endpointId: args["endpoint-id"],
+      apiKey: args["api-key"] ?? envKey ?? DEFAULT_API_KEY,
+      queueDelayMs: args["queue-delay"],
+      executionMs: args["execution-time"],
+      workers: args.workers,
+    });
+    if (!parsed.success) throw usageError(parsed.issues[0].message);
+    const options = parsed.output;
+
+    let emulator: Emulator;
+    try {
+      emulator = startEmulator(options);
+    } catch (error) {
+      const inUse = (error as { code?: string }).code === "EADDRINUSE";
+      const reason = inUse ? "the port is in use" : error instanceof Error ? error.message : String(error);
+      throw new CliError(`cannot listen on ${options.host}:${options.port}: ${reason}`, ExitCode.usage);
+    }
+    const plural = options.workers === 1 ? "" : "s";
+    process.stderr.write(
+      `RunPod emulator on ${emulator.url} — endpoint ${emulator.endpointId}, ${options.workers} worker${plural}; Ctrl-C stops it\n`,
+    );
+    process.stdout.write(`export RUNPOD_ENDPOINT_BASE_URL=${emulator.url}\nexport RUNPOD_ENDPOINT_ID=${emulator.endpointId}\n`);
+    // Never echo a key that came from the user: only the public built-in one is printed.
+    if (keySource === "default") process.stdout.write(`export RUNPOD_API_KEY=${DEFAULT_API_KEY}\n`);
+    else process.stderr.write(`Clients must send the API key given in ${keySource === "flag" ? "--api-key" : "RUNPOD_API_KEY"}\n`);
+
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+        resolve();
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+    });
+    await emulator.stop();
+  },
+});

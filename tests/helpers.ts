@@ -1,0 +1,66 @@
+// Spawning the real CLI: `bun run cli.ts` or the compiled binary, with a clean environment.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dir, "..");
+export const CLI = join(ROOT, "cli.ts");
+export const BINARY = join(ROOT, "dist", "send-to-runpod");
+export const FIXTURES = join(ROOT, "..", "shared", "fixtures");
+export const workflowPath = (name: string) => join(ROOT, "workflows", name);
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Run the compiled binary instead of `bun run cli.ts`. */
+  binary?: boolean;
+  /** Called once the child is running, e.g. to signal it. */
+  onSpawn?: (child: Bun.Subprocess<"ignore", "pipe", "pipe">, stderr: () => string) => void;
+}
+
+/** Runs the CLI asynchronously (an in-process emulator must keep serving meanwhile). */
+export async function runCli(args: string[], { env = {}, cwd, binary, onSpawn }: RunOptions = {}): Promise<Run> {
+  const command = binary ? [BINARY, ...args] : [process.execPath, "run", CLI, ...args];
+  const home = cwd ?? tempDir();
+  const child = Bun.spawn(command, {
+    cwd: home,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    // A clean environment: no RUNPOD_* of the developer's, no CI/TEST switches, a HOME without ~/.runpod.
+    env: { PATH: process.env.PATH, HOME: home, NO_COLOR: "1", ...env } as Record<string, string>,
+  });
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const stderrDone = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  onSpawn?.(child, () => stderr);
+  const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited, stderrDone]);
+  return { code, stdout, stderr };
+}
+
+const made: string[] = [];
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "send-to-runpod-test-"));
+  made.push(dir);
+  return dir;
+}
+export function removeTempDirs(): void {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+/** Waits until `predicate` holds, checking every few milliseconds. */
+export async function until(predicate: () => boolean, timeoutMs = 4000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await Bun.sleep(5);
+  }
+}

@@ -1,0 +1,284 @@
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import type { Job } from "../lib/api.ts";
+import { CliError, ExitCode } from "../lib/errors.ts";
+import { createProgress, describeStatus, formatElapsed, isTerminal, progressText, type ProgressStream, waitForJob } from "../lib/poll.ts";
+
+const RESPONSES = join(import.meta.dir, "../../shared/fixtures/responses");
+const fixtureJob = async (name: string) => (await Bun.file(join(RESPONSES, name)).json()) as Job;
+
+describe("isTerminal", () => {
+  const cases: [string, boolean][] = [
+    ["COMPLETED", true],
+    ["FAILED", true],
+    ["CANCELLED", true],
+    ["TIMED_OUT", true],
+    ["IN_QUEUE", false],
+    ["IN_PROGRESS", false],
+    ["RUNNING", false],
+    ["SOMETHING_NEW", false],
+    ["completed", false],
+    ["", false],
+  ];
+  for (const [status, terminal] of cases) {
+    test(`${JSON.stringify(status)} → ${terminal}`, () => expect(isTerminal(status)).toBe(terminal));
+  }
+});
+
+describe("progressText", () => {
+  const long = { step: "x".repeat(200) };
+  const cases: [unknown, string | undefined][] = [
+    [undefined, undefined],
+    [null, undefined],
+    [{ progress: "4/10" }, "4/10"],
+    [{ progress: 40 }, "40"],
+    [{ progress: "4/10", message: "sampling" }, "4/10 sampling"],
+    [{ progress: "4/10", status: "sampling" }, "4/10 sampling"],
+    [{ message: "loading model" }, "loading model"],
+    ["  step 3 of 20  ", "step 3 of 20"],
+    ["   ", undefined],
+    [7, "7"],
+    [["a", 1], '["a",1]'],
+    [{ node: "3", value: 4 }, '{"node":"3","value":4}'],
+    [long, `${JSON.stringify(long).slice(0, 79)}…`],
+  ];
+  for (const [output, expected] of cases) {
+    test(`${JSON.stringify(output)?.slice(0, 50)} → ${JSON.stringify(expected)?.slice(0, 50)}`, () => {
+      expect(progressText(output)).toBe(expected);
+    });
+  }
+
+  test("a long report is cut to 80 characters", () => {
+    expect(progressText(long)).toHaveLength(80);
+    expect(progressText(Array.from({ length: 100 }, (_, i) => i))!.endsWith("…")).toBe(true);
+  });
+
+  test("the fixture in-progress-with-progress.json", async () => {
+    expect(progressText((await fixtureJob("in-progress-with-progress.json")).output)).toBe("4/10");
+  });
+});
+
+describe("formatElapsed", () => {
+  const cases: [number, string][] = [
+    [0, "0s"],
+    [999, "0s"],
+    [1_000, "1s"],
+    [59_999, "59s"],
+    [60_000, "1m00s"],
+    [61_000, "1m01s"],
+    [599_000, "9m59s"],
+    [3_600_000, "60m00s"],
+  ];
+  for (const [ms, expected] of cases) test(`${ms} ms → ${expected}`, () => expect(formatElapsed(ms)).toBe(expected));
+});
+
+describe("describeStatus", () => {
+  const cases: [Pick<Job, "status" | "output">, number, string][] = [
+    [{ status: "IN_QUEUE" }, 0, "IN_QUEUE 0s"],
+    [{ status: "IN_PROGRESS", output: { progress: "4/10" } }, 12_000, "IN_PROGRESS 12s · 4/10"],
+    [{ status: "IN_PROGRESS", output: "warming up" }, 75_000, "IN_PROGRESS 1m15s · warming up"],
+    [{ status: "SOMETHING_NEW", output: { progress: "1/2" } }, 1_000, "SOMETHING_NEW 1s · 1/2"],
+    // once terminal, output is the result, not progress
+    [{ status: "COMPLETED", output: { images: ["iVBOR"] } }, 20_000, "COMPLETED 20s"],
+    [{ status: "FAILED", output: { details: ["x"] } }, 3_000, "FAILED 3s"],
+  ];
+  for (const [job, elapsed, expected] of cases) {
+    test(`${JSON.stringify(job)} at ${elapsed} ms → ${expected}`, () => expect(describeStatus(job, elapsed)).toBe(expected));
+  }
+
+  test("the fixture in-progress-with-progress.json", async () => {
+    expect(describeStatus(await fixtureJob("in-progress-with-progress.json"), 4_000)).toBe("IN_PROGRESS 4s · 4/10");
+  });
+});
+
+describe("waitForJob", () => {
+  /** A status function answering the given jobs in turn, counting its calls. */
+  function statuses(...jobs: Job[]) {
+    const calls = { count: 0 };
+    const status = async () => {
+      const job = jobs[calls.count++];
+      if (!job) throw new Error("asked for more statuses than scripted");
+      return job;
+    };
+    return { status, calls };
+  }
+  const job = (status: string, extra: Partial<Job> = {}): Job => ({ id: "j", status, ...extra });
+  const instantSleep = (asked: number[]) => async (ms: number, signal?: AbortSignal) => {
+    asked.push(ms);
+    if (signal?.aborted) throw signal.reason;
+  };
+
+  test("returns the first terminal job; unknown statuses and progress output keep it waiting", async () => {
+    const final = job("COMPLETED", { output: { images: ["AAAA"] } });
+    const { status, calls } = statuses(
+      job("IN_QUEUE"),
+      job("IN_PROGRESS", { output: { progress: "1/10" } }),
+      job("RUNNING"),
+      job("IN_PROGRESS", { output: { images: ["not the result"] } }),
+      final,
+      job("FAILED"),
+    );
+    const asked: number[] = [];
+    const updates: Job[] = [];
+    const result = await waitForJob({ status, pollIntervalMs: 1_500, sleep: instantSleep(asked), onUpdate: (j) => updates.push(j) });
+    expect(result).toBe(final);
+    expect(calls.count).toBe(5);
+    expect(asked).toEqual([1_500, 1_500, 1_500, 1_500, 1_500]);
+    expect(updates.map((j) => j.status)).toEqual(["IN_QUEUE", "IN_PROGRESS", "RUNNING", "IN_PROGRESS", "COMPLETED"]);
+    expect(updates[4]).toBe(final);
+  });
+
+  for (const terminal of ["FAILED", "CANCELLED", "TIMED_OUT"]) {
+    test(`${terminal} ends the wait too`, async () => {
+      const { status, calls } = statuses(job("IN_QUEUE"), job(terminal), job("COMPLETED"));
+      const result = await waitForJob({ status, pollIntervalMs: 100, sleep: instantSleep([]) });
+      expect(result.status).toBe(terminal);
+      expect(calls.count).toBe(2);
+    });
+  }
+
+  test("an abort (from onUpdate) rejects with the reason and asks for no more statuses", async () => {
+    const controller = new AbortController();
+    const reason = new CliError("no result after 1 s (--timeout)", ExitCode.timeout);
+    const { status, calls } = statuses(job("IN_QUEUE"), job("IN_PROGRESS"), job("IN_PROGRESS"), job("COMPLETED"));
+    const updates: string[] = [];
+    const outcome = await waitForJob({
+      status,
+      pollIntervalMs: 10,
+      signal: controller.signal,
+      sleep: instantSleep([]),
+      onUpdate: (j) => {
+        updates.push(j.status);
+        if (updates.length === 2) controller.abort(reason);
+      },
+    }).catch((error: unknown) => error);
+    expect(outcome).toBe(reason);
+    expect(calls.count).toBe(2);
+  });
+
+  test("with the real sleep, an abort ends a long poll interval at once", async () => {
+    const controller = new AbortController();
+    const reason = new Error("interrupted");
+    const { status, calls } = statuses(job("COMPLETED"));
+    const started = performance.now();
+    setTimeout(() => controller.abort(reason), 5);
+    const outcome = await waitForJob({ status, pollIntervalMs: 60_000, signal: controller.signal }).catch((error: unknown) => error);
+    expect(outcome).toBe(reason);
+    expect(calls.count).toBe(0);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  test("an already-aborted signal asks for nothing", async () => {
+    const reason = new Error("already");
+    const { status, calls } = statuses(job("COMPLETED"));
+    expect(await waitForJob({ status, pollIntervalMs: 60_000, signal: AbortSignal.abort(reason) }).catch((e: unknown) => e)).toBe(reason);
+    expect(calls.count).toBe(0);
+  });
+
+  test("an error from status ends the wait with that error", async () => {
+    const failure = new CliError("checking job j failed (HTTP 500)", ExitCode.api);
+    const outcome = await waitForJob({
+      status: async () => {
+        throw failure;
+      },
+      pollIntervalMs: 10,
+      sleep: instantSleep([]),
+    }).catch((error: unknown) => error);
+    expect(outcome).toBe(failure);
+  });
+});
+
+/** A stream that records every write; `now` is a clock the test moves. */
+function fakeStream(isTTY: boolean) {
+  const writes: string[] = [];
+  const stream: ProgressStream = { isTTY, write: (text: string) => writes.push(text) };
+  const clock = { t: 1_000_000 };
+  return { stream, writes, clock, now: () => clock.t };
+}
+
+const COLOUR = /\x1b\[\d+(;\d+)*m/;
+
+describe("createProgress, not a terminal", () => {
+  test("one plain line per change of status or progress, nothing for repeats", () => {
+    const { stream, writes, clock, now } = fakeStream(false);
+    const progress = createProgress(stream, { color: true, now });
+    expect(writes).toEqual([]);
+    const at = (s: number, job: Pick<Job, "status" | "output">) => {
+      clock.t = 1_000_000 + s * 1_000;
+      progress.update(job);
+    };
+    at(0, { status: "IN_QUEUE" });
+    at(2, { status: "IN_QUEUE" });
+    at(4, { status: "IN_PROGRESS" });
+    at(6, { status: "IN_PROGRESS" });
+    at(7, { status: "IN_PROGRESS", output: { progress: "4/10" } });
+    at(8, { status: "IN_PROGRESS", output: { progress: "4/10" } });
+    at(9, { status: "IN_PROGRESS", output: { progress: "5/10" } });
+    at(70, { status: "COMPLETED", output: { images: ["AAAA"] } });
+    at(72, { status: "COMPLETED", output: { images: ["AAAA"] } });
+    progress.stop();
+    expect(writes).toEqual(["IN_QUEUE 0s\n", "IN_PROGRESS 4s\n", "IN_PROGRESS 7s · 4/10\n", "IN_PROGRESS 9s · 5/10\n", "COMPLETED 1m10s\n"]);
+    expect(writes.join("")).not.toMatch(COLOUR);
+    expect(writes.join("")).not.toContain("\r");
+  });
+
+  test("the fixture's progress report is shown", async () => {
+    const { stream, writes, now } = fakeStream(false);
+    createProgress(stream, { color: false, now }).update(await fixtureJob("in-progress-with-progress.json"));
+    expect(writes).toEqual(["IN_PROGRESS 0s · 4/10\n"]);
+  });
+
+  test("a stream without isTTY counts as not a terminal", () => {
+    const writes: string[] = [];
+    const progress = createProgress({ write: (t: string) => writes.push(t) }, { color: false, now: () => 0 });
+    progress.update({ status: "IN_QUEUE" });
+    progress.stop();
+    expect(writes).toEqual(["IN_QUEUE 0s\n"]);
+  });
+});
+
+describe("createProgress, on a terminal", () => {
+  test("redraws one line with \\r\\x1b[2K and clears it on stop", () => {
+    const { stream, writes, clock, now } = fakeStream(true);
+    const progress = createProgress(stream, { color: false, now });
+    clock.t += 3_000;
+    progress.update({ status: "IN_PROGRESS", output: { progress: "4/10" } });
+    progress.stop();
+    expect(writes).toEqual(["\r\x1b[2K⠋ IN_QUEUE 0s", "\r\x1b[2K⠙ IN_PROGRESS 3s · 4/10", "\r\x1b[2K"]);
+    expect(writes.join("")).not.toContain("\n");
+  });
+
+  test("no colour escape codes when color is false; cyan spinner when true", () => {
+    const plain = fakeStream(true);
+    const p1 = createProgress(plain.stream, { color: false, now: plain.now });
+    p1.update({ status: "IN_PROGRESS" });
+    p1.stop();
+    expect(plain.writes.join("")).not.toMatch(COLOUR);
+
+    const coloured = fakeStream(true);
+    const p2 = createProgress(coloured.stream, { color: true, now: coloured.now });
+    p2.update({ status: "IN_PROGRESS" });
+    p2.stop();
+    expect(coloured.writes[0]).toBe("\r\x1b[2K\x1b[36m⠋\x1b[39m IN_QUEUE 0s");
+    expect(coloured.writes.at(-1)).toBe("\r\x1b[2K");
+  });
+
+  test("after stop: no more drawing, and a second stop writes nothing", () => {
+    const { stream, writes, now } = fakeStream(true);
+    const progress = createProgress(stream, { color: false, now });
+    progress.stop();
+    const count = writes.length;
+    progress.update({ status: "COMPLETED" });
+    progress.stop();
+    expect(writes).toHaveLength(count);
+    expect(writes.at(-1)).toBe("\r\x1b[2K");
+  });
+
+  test("a terminal status shows no progress", () => {
+    const { stream, writes, now } = fakeStream(true);
+    const progress = createProgress(stream, { color: false, now });
+    progress.update({ status: "COMPLETED", output: { images: ["AAAA"] } });
+    progress.stop();
+    expect(writes[1]).toBe("\r\x1b[2K⠙ COMPLETED 0s");
+  });
+});
