@@ -15,29 +15,10 @@ import {
   retryDelay,
 } from "../lib/api.ts";
 import { CliError, ExitCode } from "../lib/errors.ts";
+import { thrown, rejected } from "./helpers.ts";
 
 const RESPONSES = join(import.meta.dir, "../../shared/fixtures/responses");
 const fixture = (name: string) => Bun.file(join(RESPONSES, name)).text();
-
-function thrown(fn: () => unknown): CliError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, nothing was thrown");
-}
-
-async function rejected(promise: Promise<unknown>): Promise<CliError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, the promise resolved");
-}
 
 const http = (status: number, retryAfter?: string, body = ""): Failure => ({ kind: "http", status, body, retryAfter });
 const network = (code?: string): Failure => ({ kind: "network", code, message: `connect ${code ?? "failed"}` });

@@ -10,18 +10,8 @@ import {
   runArgs,
   type Sources,
 } from "../lib/args.ts";
-import { CliError, ExitCode } from "../lib/errors.ts";
-
-/** The CliError a call throws; fails the test when it does not throw one. */
-function thrown(fn: () => unknown): CliError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, nothing was thrown");
-}
+import { ExitCode } from "../lib/errors.ts";
+import { thrown } from "./helpers.ts";
 
 const sources = (env: Record<string, string | undefined> = {}, configKey?: string) => {
   const configApiKey = mock(() => configKey);

@@ -1,7 +1,10 @@
-// Spawning the real CLI: `bun run cli.ts` or the compiled binary, with a clean environment.
+// Shared by the test files: spawning the real CLI (`bun run cli.ts` or the compiled binary) with a
+// clean environment, temp dirs, and catching CliErrors.
+import { expect } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CliError } from "../lib/errors.ts";
 
 export const ROOT = join(import.meta.dir, "..");
 export const CLI = join(ROOT, "cli.ts");
@@ -63,4 +66,25 @@ export async function until(predicate: () => boolean, timeoutMs = 4000): Promise
     if (Date.now() > end) throw new Error("condition not met in time");
     await Bun.sleep(5);
   }
+}
+
+/** The CliError a call throws; fails the test when it throws nothing or something else. */
+export function thrown(fn: () => unknown): CliError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(CliError);
+    return error as CliError;
+  }
+  throw new Error("expected a CliError, nothing was thrown");
+}
+
+export async function rejected(promise: Promise<unknown>): Promise<CliError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(CliError);
+    return error as CliError;
+  }
+  throw new Error("expected a CliError, the promise resolved");
 }

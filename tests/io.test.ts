@@ -2,8 +2,9 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CliError, ExitCode } from "../lib/errors.ts";
+import { ExitCode } from "../lib/errors.ts";
 import { buildJobInput, collectImages, describeFsError, encodeImages, type ImageSource, parseWorkflow, readWorkflow, type Workflow } from "../lib/io.ts";
+import { thrown, rejected } from "./helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
 const API_WORKFLOW = join(FIXTURES, "api-workflow-sd15.json");
@@ -11,26 +12,6 @@ const UI_WORKFLOW = join(FIXTURES, "ui-workflow-sd15.json");
 const TINY_PNG = join(FIXTURES, "tiny.png");
 
 const isRoot = process.getuid?.() === 0;
-
-function thrown(fn: () => unknown): CliError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, nothing was thrown");
-}
-
-async function rejected(promise: Promise<unknown>): Promise<CliError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, the promise resolved");
-}
 
 let tmp = "";
 beforeEach(async () => {

@@ -2,32 +2,13 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CliError, ExitCode } from "../lib/errors.ts";
+import { ExitCode } from "../lib/errors.ts";
 import { decodeImages, extensionFromBytes, formatBytes, openCommand, outputName, saveImages } from "../lib/save.ts";
+import { thrown, rejected } from "./helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
 const RESPONSES = join(FIXTURES, "responses");
 const fixtureJob = async (name: string) => (await Bun.file(join(RESPONSES, name)).json()) as { id: string; output?: unknown };
-
-function thrown(fn: () => unknown): CliError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, nothing was thrown");
-}
-
-async function rejected(promise: Promise<unknown>): Promise<CliError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(CliError);
-    return error as CliError;
-  }
-  throw new Error("expected a CliError, the promise resolved");
-}
 
 const bytes = (...values: (number | string)[]) =>
   new Uint8Array(values.flatMap((v) => (typeof v === "string" ? [...v].map((c) => c.charCodeAt(0)) : [v])));
