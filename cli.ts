@@ -161,9 +161,10 @@ async function sendWorkflow(values: ParsedValues, from: Sources): Promise<void> 
     releaseSignals();
   }
 
-  const timing = [job.delayTime !== undefined && `queued ${formatElapsed(job.delayTime)}`, job.executionTime !== undefined && `ran ${formatElapsed(job.executionTime)}`].filter(Boolean).join(", ");
   if (job.status !== "COMPLETED") throw jobFailure(job);
-  log.success(`Job ${job.id} COMPLETED in ${formatElapsed(Date.now() - started)}${timing ? ` (${timing})` : ""}`);
+  const duration = (ms: number) => (ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : formatElapsed(ms));
+  const timing = [job.delayTime !== undefined && `queued ${duration(job.delayTime)}`, job.executionTime !== undefined && `ran ${duration(job.executionTime)}`].filter(Boolean).join(", ");
+  log.success(`Job ${job.id} COMPLETED in ${duration(Date.now() - started)}${timing ? ` (${timing})` : ""}`);
 
   const saved = await saveImages(decodeImages(job.output, job.id), options.output, new Date());
   for (const file of saved) {

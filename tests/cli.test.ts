@@ -187,6 +187,28 @@ describe("API, job and time failures", () => {
     expect(existsSync(join(cwd, "output"))).toBe(false);
   });
 
+  test("COMPLETED without output (a result over RunPod's size limit): exit 1", async () => {
+    const limited = startEmulator({ port: 0, apiKey: KEY, endpointId: "ep-test", queueDelayMs: 10, executionMs: 30, resultLimitBytes: 100 });
+    try {
+      const cwd = tempDir();
+      const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), ...fast], { env: { ...connection(), RUNPOD_ENDPOINT_BASE_URL: limited.url }, cwd });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/completed without outputs/);
+      expect(existsSync(join(cwd, "output"))).toBe(false);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  test("results that cannot be saved: exit 6", async () => {
+    const cwd = tempDir();
+    writeFileSync(join(cwd, "taken"), "a file where the output folder should be");
+    const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), "--output", "taken/renders", ...fast], { env: connection(), cwd });
+    expect(run.code).toBe(6);
+    expect(run.stderr).toMatch(/cannot create the output folder taken\/renders/);
+    expect(run.stdout).toBe("");
+  });
+
   test("--timeout: exit 5, the job is cancelled and its id printed", async () => {
     const slow = startEmulator({ port: 0, apiKey: KEY, endpointId: "ep-test", queueDelayMs: 10, executionMs: 20_000 });
     try {
