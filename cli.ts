@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // send-to-runpod: the thin command line over lib/. Dispatch, help, signals, and the one place
-// where errors become a line on stderr and an exit code.
+// where errors become a line on stderr, a --json document and an exit code.
 import { type ArgsDef, type CommandDef, defineCommand, type ParsedArgs, renderUsage } from "citty";
 import { createConsola } from "consola";
 import { colors } from "consola/utils";
@@ -8,15 +8,31 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
 import pkg from "./package.json" with { type: "json" };
-import { createClient, jobFailure, type Job } from "./lib/api.ts";
-import { apiKeyFromConfigToml, type ParsedValues, parseArgv, requireCredentials, resolveRunOptions, runArgs, type Sources } from "./lib/args.ts";
-import { CliError, ExitCode } from "./lib/errors.ts";
+import { createClient, type Job, jobFailure, type RunpodClient } from "./lib/api.ts";
+import {
+  apiKeyFromConfigToml,
+  connectionArgs,
+  jobIdArg,
+  type Options,
+  type ParsedValues,
+  parseArgv,
+  reportArgs,
+  requestExtras,
+  requireCredentials,
+  resolveOptions,
+  runArgs,
+  type Sources,
+  waitArgs,
+} from "./lib/args.ts";
+import { CliError, ExitCode, usageError } from "./lib/errors.ts";
 import { buildJobInput, collectImages, encodeImages, readWorkflow } from "./lib/io.ts";
-import { createProgress, formatElapsed, isTerminal, waitForJob } from "./lib/poll.ts";
-import { decodeImages, formatBytes, openFiles, saveImages } from "./lib/save.ts";
+import { createProgress, describeHealth, formatElapsed, isTerminal, progressText, waitForJob } from "./lib/poll.ts";
+import { jsonReport, manifestRecord, newRecord, type RunRecord } from "./lib/report.ts";
+import { formatBytes, keepRawOutput, openFiles, outputItems, saveOutputs, sha256Hex, writeFileAtomically } from "./lib/save.ts";
 import sampleWorkflow from "./workflows/sample-txt2img.json" with { type: "file" };
 
-// Logs and progress go to stderr, one line each; stdout carries only the saved paths.
+// ---- Logging: stderr, one line each; stdout carries only data (saved paths, ids, --json). ----
+
 const ICONS: Record<string, [string, (s: string) => string]> = {
   error: ["✖", colors.red],
   warn: ["⚠", colors.yellow],
@@ -34,12 +50,14 @@ const log = createConsola({
     {
       log: ({ type, args }) => {
         const [icon, paint] = ICONS[type] ?? ["", (s: string) => s];
-        const text = redact(args.map(String).join(" "));
-        process.stderr.write(`${icon ? `${paint(icon)} ` : ""}${text}\n`);
+        process.stderr.write(`${icon ? `${paint(icon)} ` : ""}${redact(args.map(String).join(" "))}\n`);
       },
     },
   ],
 });
+const LEVEL = { quiet: 0, normal: 3, verbose: 4 } as const;
+
+// ---- Help ----------------------------------------------------------------------------------
 
 const EXAMPLES = [
   "send-to-runpod --workflow workflows/sample-txt2img.json",
@@ -47,6 +65,9 @@ const EXAMPLES = [
   "send-to-runpod --workflow workflows/inpaint.json --images input/photo.png input/mask.png --output renders",
   "send-to-runpod --workflow workflows/upscale.json --images-dir input --no-open --timeout 1200",
   "send-to-runpod --workflow flow.json --images a.png | xargs -n1 identify",
+  "send-to-runpod --workflow flow.json --no-wait          # prints the job id",
+  "send-to-runpod wait JOB_ID --output renders           # resume, save as a normal run does",
+  "send-to-runpod --workflow flow.json --json --manifest run.json",
   "send-to-runpod emulate --port 8000",
   "send-to-runpod demo",
 ];
@@ -60,15 +81,26 @@ const ENVIRONMENT = [
 ];
 
 const EXIT_CODES = [
-  ["0", "all outputs saved"],
+  ["0", "all outputs saved (subcommands: the request succeeded)"],
   ["1", "the job ended FAILED, CANCELLED or TIMED_OUT, or COMPLETED without outputs"],
   ["2", "usage or input error (flags, workflow, images)"],
   ["3", "credentials missing or rejected (401/403)"],
-  ["4", "API or network error (including 404 for an unknown endpoint)"],
-  ["5", "--timeout ran out (the job is cancelled)"],
-  ["6", "results could not be saved"],
+  ["4", "API or network error (404 for an unknown endpoint or an expired job; a /run whose fate is unknown)"],
+  ["5", "--timeout ran out (the job is cancelled unless --no-cancel)"],
+  ["6", "results could not be saved (the raw output is kept as job-<id>.json where possible)"],
   ["130", "interrupted by Ctrl-C (143 for SIGTERM); the job is cancelled"],
 ];
+
+async function helpText(cmd: CommandDef<ArgsDef>, parent?: CommandDef<ArgsDef>): Promise<string> {
+  const columns = (rows: string[][]) => rows.map(([a, b]) => `  ${a!.padEnd(26)} ${b}`).join("\n");
+  let text = await renderUsage(cmd, parent);
+  if (!parent) {
+    text += `\nENVIRONMENT\n\n${columns(ENVIRONMENT)}\n\nEXIT CODES\n\n${columns(EXIT_CODES)}\n\nEXAMPLES\n\n${EXAMPLES.map((e) => `  $ ${e}`).join("\n")}\n`;
+  }
+  return text;
+}
+
+// ---- Settings ------------------------------------------------------------------------------
 
 const sources = (): Sources => ({
   env: process.env,
@@ -81,106 +113,59 @@ const sources = (): Sources => ({
   },
 });
 
-// Loaded lazily: `emulate` pulls in the server only when asked for.
-const SUBCOMMANDS: Record<string, () => Promise<CommandDef<ArgsDef>>> = {
-  emulate: () => import("./lib/emulator.ts").then((m) => m.emulateCommand as CommandDef<ArgsDef>),
-  demo: async () => demoCommand as CommandDef<ArgsDef>,
-};
-
-const mainCommand = defineCommand({
-  meta: { name: "send-to-runpod", version: pkg.version, description: "Run a ComfyUI workflow on a RunPod serverless endpoint and save the images" },
-  args: runArgs,
-  subCommands: SUBCOMMANDS,
-});
-
-const demoCommand = defineCommand({
-  meta: { name: "demo", description: "run the sample workflow on a built-in emulator and save the image in ./output" },
-  args: { output: runArgs.output, "no-open": runArgs["no-open"], verbose: runArgs.verbose },
-  async run({ data }: { data?: ParsedValues }) {
-    const { startEmulator } = await import("./lib/emulator.ts");
-    const emulator = startEmulator({ port: 0, executionMs: 1200 });
-    log.info(`Emulated RunPod endpoint on ${emulator.url}`);
-    try {
-      await sendWorkflow(
-        { ...data, workflow: [sampleWorkflow as unknown as string], "base-url": [emulator.url], "endpoint-id": [emulator.endpointId], "api-key": [emulator.apiKey] },
-        { env: {}, configApiKey: () => undefined },
-      );
-    } finally {
-      await emulator.stop();
-    }
-  },
-});
-
-/** The default command: submit, wait, save, open. */
-async function sendWorkflow(values: ParsedValues, from: Sources): Promise<void> {
-  const options = resolveRunOptions(values, from);
+/** Options once, validated, with logging and the run's record set up from them. */
+function optionsFrom(values: ParsedValues, record: RunRecord, from: Sources = sources()): Options {
+  const options = resolveOptions(values, from);
   if (options.apiKey) secrets.add(options.apiKey);
-  if (options.verbose) log.level = 4;
+  log.level = options.quiet ? LEVEL.quiet : options.verbose ? LEVEL.verbose : LEVEL.normal;
+  record.manifestPath = options.manifest;
+  return options;
+}
+
+/** A client whose requests all stop when `signal` aborts. */
+function clientFor(options: Options, credentials: { apiKey: string; endpointId: string }, signal?: AbortSignal): RunpodClient {
+  return createClient({
+    baseUrl: options.baseUrl,
+    ...credentials,
+    signal,
+    onRequest: options.verbose ? (r) => log.debug(`${r.method} ${r.path} → ${r.status} (${r.ms} ms)`) : undefined,
+  });
+}
+
+// ---- The default command: submit, wait, save, open ------------------------------------------
+
+async function sendWorkflow(values: ParsedValues, record: RunRecord, from?: Sources): Promise<void> {
+  const options = optionsFrom(values, record, from);
+  if (!options.workflow) throw usageError("--workflow FILE is required");
   const workflow = await readWorkflow(options.workflow);
   const { images, warnings } = await collectImages(options.images, options.imagesDirs);
   for (const warning of warnings) log.warn(warning);
   const referenceImages = await encodeImages(images);
-  const { apiKey, endpointId } = requireCredentials(options);
+  const credentials = requireCredentials(options);
+  record.endpointId = credentials.endpointId;
+  record.workflowSha256 = sha256Hex(JSON.stringify(workflow));
 
-  const stop = new AbortController();
-  const client = createClient({
-    baseUrl: options.baseUrl,
-    endpointId,
-    apiKey,
-    signal: stop.signal,
-    onRequest: options.verbose ? (r) => log.debug(`${r.method} ${r.path} → ${r.status} (${r.ms} ms)`) : undefined,
-  });
-  const imageCount = images.length ? ` with ${images.length} reference image${images.length > 1 ? "s" : ""}` : "";
-  log.start(`Submitting ${basename(options.workflow)}${imageCount} to endpoint ${endpointId}`);
-  const started = Date.now();
-  let job: Job = await client.run(buildJobInput(workflow, referenceImages));
-  log.info(`Job ${job.id} ${job.status}`);
-
-  const releaseSignals = onSignals(stop);
-  const deadline = setTimeout(() => stop.abort(new CliError(`no result after ${options.timeoutMs / 1000} s (--timeout)`, ExitCode.timeout)), options.timeoutMs - (Date.now() - started));
-  const progress = createProgress(process.stderr, { color: !process.env.NO_COLOR && process.env.TERM !== "dumb" });
-  try {
-    if (!isTerminal(job.status)) {
-      job = await waitForJob({
-        status: () => client.status(job.id),
-        pollIntervalMs: options.pollIntervalMs,
-        signal: stop.signal,
-        onUpdate: (update) => {
-          job = update;
-          progress.update(update);
-        },
-      });
+  await withBudget(options, credentials, record, async (client, signal) => {
+    const imageCount = images.length ? ` with ${images.length} reference image${images.length > 1 ? "s" : ""}` : "";
+    log.start(`Submitting ${basename(options.workflow!)}${imageCount} to endpoint ${credentials.endpointId}`);
+    record.job = await client.run(buildJobInput(workflow, referenceImages), requestExtras(options));
+    log.info(`Job ${record.job.id} ${record.job.status}`);
+    if (!options.wait) {
+      if (!options.json) process.stdout.write(`${record.job.id}\n`);
+      log.info(`Not waiting; follow it with: send-to-runpod wait ${record.job.id}`);
+      return;
     }
-  } catch (error) {
-    progress.stop();
-    if (!stop.signal.aborted) throw error;
-    throw await cancelAfterAbort(stop.signal.reason, job, options.baseUrl, endpointId, apiKey);
-  } finally {
-    progress.stop();
-    clearTimeout(deadline);
-    releaseSignals();
-  }
-
-  if (job.status !== "COMPLETED") throw jobFailure(job);
-  const duration = (ms: number) => (ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : formatElapsed(ms));
-  const timing = [job.delayTime !== undefined && `queued ${duration(job.delayTime)}`, job.executionTime !== undefined && `ran ${duration(job.executionTime)}`].filter(Boolean).join(", ");
-  log.success(`Job ${job.id} COMPLETED in ${duration(Date.now() - started)}${timing ? ` (${timing})` : ""}`);
-
-  const saved = await saveImages(decodeImages(job.output, job.id), options.output, new Date());
-  for (const file of saved) {
-    process.stdout.write(`${file.path}\n`);
-    log.info(`Saved ${basename(file.path)} (${formatBytes(file.bytes)})`);
-  }
-  const total = saved.reduce((sum, file) => sum + file.bytes, 0);
-  log.success(`${saved.length} file${saved.length > 1 ? "s" : ""} (${formatBytes(total)}) in ${options.output}`);
-
-  if (options.open && process.stdout.isTTY) {
-    for (const failure of await openFiles(saved.map((file) => file.path))) log.warn(`could not open ${failure}`);
-  }
+    await follow(client, options, record, signal);
+  });
 }
 
-/** Ctrl-C or SIGTERM aborts the wait (the job is then cancelled); a second Ctrl-C exits at once. */
-function onSignals(stop: AbortController): () => void {
+/**
+ * Runs `work` under the --timeout budget, with Ctrl-C and SIGTERM handled: either one stops
+ * every request, and a job still queued or running is cancelled (unless --no-cancel on a timeout).
+ */
+async function withBudget(options: Options, credentials: { apiKey: string; endpointId: string }, record: RunRecord, work: (client: RunpodClient, signal: AbortSignal) => Promise<void>): Promise<void> {
+  const stop = new AbortController();
+  const deadline = setTimeout(() => stop.abort(new CliError(`no result after ${options.timeoutMs / 1000} s (--timeout)`, ExitCode.timeout)), options.timeoutMs);
   const interrupt = () => {
     if (stop.signal.aborted) process.exit(ExitCode.interrupted);
     stop.abort(new CliError("interrupted", ExitCode.interrupted));
@@ -188,41 +173,220 @@ function onSignals(stop: AbortController): () => void {
   const terminate = () => stop.abort(new CliError("terminated", ExitCode.terminated));
   process.on("SIGINT", interrupt);
   process.on("SIGTERM", terminate);
-  return () => {
+  try {
+    await work(clientFor(options, credentials, stop.signal), stop.signal);
+  } catch (error) {
+    if (!stop.signal.aborted) throw error;
+    throw await afterAbort(stop.signal.reason, record.job, options, credentials);
+  } finally {
+    clearTimeout(deadline);
     process.off("SIGINT", interrupt);
     process.off("SIGTERM", terminate);
-  };
+  }
 }
 
-/** Nobody should keep paying for a job they gave up on: cancel it, and say what happened to it. */
-async function cancelAfterAbort(reason: unknown, job: Job, baseUrl: string, endpointId: string, apiKey: string): Promise<unknown> {
+/** Nobody should keep paying for a job they gave up on: cancel it, and say what became of it. */
+async function afterAbort(reason: unknown, job: Job | undefined, options: Options, credentials: { apiKey: string; endpointId: string }): Promise<unknown> {
   if (!(reason instanceof CliError)) return reason;
+  if (!job) return new CliError(`${reason.message} while submitting; the job may or may not have been created`, reason.exitCode);
   if (isTerminal(job.status)) return reason;
+  if (reason.exitCode === ExitCode.timeout && !options.cancelOnTimeout) {
+    return new CliError(`${reason.message}; job ${job.id} is still ${job.status}: resume with send-to-runpod wait ${job.id} --output ${options.output}`, reason.exitCode);
+  }
   log.info(`Cancelling job ${job.id} (it was ${job.status})`);
   try {
-    const cancelled = await createClient({ baseUrl, endpointId, apiKey, requestTimeoutMs: 10_000, retry: { attempts: 3, baseDelayMs: 300, maxDelayMs: 2000 } }).cancel(job.id);
+    const cancelled = await createClient({ baseUrl: options.baseUrl, ...credentials, requestTimeoutMs: 10_000, retry: { attempts: 3, baseDelayMs: 300, maxDelayMs: 2000 } }).cancel(job.id);
     return new CliError(`${reason.message}; job ${job.id} ${cancelled.status === "CANCELLED" ? "cancelled" : `is ${cancelled.status}`}`, reason.exitCode);
   } catch (error) {
     return new CliError(`${reason.message}; cancelling job ${job.id} failed (${(error as Error).message}), it may still run`, reason.exitCode);
   }
 }
 
-async function helpText(cmd: CommandDef<ArgsDef>, parent?: CommandDef<ArgsDef>): Promise<string> {
-  const columns = (rows: string[][]) => rows.map(([a, b]) => `  ${a!.padEnd(26)} ${b}`).join("\n");
-  let text = await renderUsage(cmd, parent);
-  if (!parent) {
-    text += `\nENVIRONMENT\n\n${columns(ENVIRONMENT)}\n\nEXIT CODES\n\n${columns(EXIT_CODES)}\n\nEXAMPLES\n\n${EXAMPLES.map((e) => `  $ ${e}`).join("\n")}\n`;
+/** From a known job to saved files: wait, check, save, report, open. Shared by the default command and `wait`. */
+async function follow(client: RunpodClient, options: Options, record: RunRecord, signal: AbortSignal): Promise<void> {
+  const progress = createProgress(process.stderr, { color: !process.env.NO_COLOR && process.env.TERM !== "dumb" });
+  try {
+    if (!isTerminal(record.job!.status)) {
+      record.job = await waitForJob({
+        status: () => client.status(record.job!.id),
+        pollIntervalMs: options.pollIntervalMs,
+        signal,
+        onUpdate: (job) => {
+          record.job = job;
+          if (!options.quiet) progress.update(job);
+        },
+      });
+    }
+  } finally {
+    progress.stop();
   }
-  return text;
+  const job = record.job!;
+  if (job.status !== "COMPLETED") throw jobFailure(job);
+  const duration = (ms: number) => (ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : formatElapsed(ms));
+  const timing = [job.delayTime !== undefined && `queued ${duration(job.delayTime)}`, job.executionTime !== undefined && `ran ${duration(job.executionTime)}`].filter(Boolean).join(", ");
+  log.success(`Job ${job.id} COMPLETED${timing ? ` (${timing})` : ""}`);
+
+  const { saved, problems } = await saveOutputs(outputItems(job.output, job.id), options.output, new Date(), options.maxOutputBytes);
+  record.saved = saved;
+  for (const file of saved) {
+    if (!options.json) process.stdout.write(`${file.path}\n`);
+    log.info(`Saved ${basename(file.path)} (${formatBytes(file.bytes)})`);
+  }
+  if (problems.length) throw await unsaved(job, options.output, saved.length, problems);
+  const total = saved.reduce((sum, file) => sum + file.bytes, 0);
+  log.success(`${saved.length} file${saved.length > 1 ? "s" : ""} (${formatBytes(total)}) in ${options.output}`);
+
+  if (options.open && !options.json && process.stdout.isTTY) {
+    for (const failure of await openFiles(saved.map((file) => file.path))) log.warn(`could not open ${failure}`);
+  }
 }
 
+/** Exit 6, with the job's raw answer kept beside the outputs so nothing paid for is lost. */
+async function unsaved(job: Job, dir: string, savedCount: number, problems: string[]): Promise<CliError> {
+  const kept = await keepRawOutput(dir, job).then(
+    (path) => `the raw output is in ${path}`,
+    () => "the raw output could not be written either",
+  );
+  const fetchAgain = `fetch it again with send-to-runpod wait ${job.id} (RunPod keeps results 30 minutes)`;
+  return new CliError(`job ${job.id}: saved ${savedCount} of ${savedCount + problems.length} outputs; ${problems.join("; ")}; ${kept}; ${fetchAgain}`, ExitCode.save);
+}
+
+// ---- Subcommands on a known job or the endpoint ---------------------------------------------
+
+type Action = (values: ParsedValues, record: RunRecord) => Promise<void>;
+
+/** Options, credentials and a client, for subcommands that act on the endpoint. */
+function connect(values: ParsedValues, record: RunRecord) {
+  const options = optionsFrom(values, record);
+  const credentials = requireCredentials(options);
+  record.endpointId = credentials.endpointId;
+  return { options, credentials, client: clientFor(options, credentials) };
+}
+
+function requireJobId(options: Options): string {
+  if (!options.jobId) throw usageError("missing JOB_ID (the id printed when the job was submitted)");
+  return options.jobId;
+}
+
+/** One line on stdout (the status), the rest on stderr. */
+function showJob(job: Job, options: Options): void {
+  if (!options.json) process.stdout.write(`${job.status}\n`);
+  const progress = isTerminal(job.status) ? undefined : progressText(job.output);
+  const said = [job.status, progress, job.delayTime !== undefined && `queued ${job.delayTime} ms`, job.executionTime !== undefined && `ran ${job.executionTime} ms`];
+  log.info(`Job ${job.id}: ${said.filter(Boolean).join(", ")}`);
+  if (job.status === "FAILED" || job.status === "TIMED_OUT") log.info(jobFailure(job).message);
+}
+
+const statusAction: Action = async (values, record) => {
+  const { options, client } = connect(values, record);
+  record.job = await client.status(requireJobId(options));
+  showJob(record.job, options);
+};
+
+const waitAction: Action = async (values, record) => {
+  const { options, credentials } = connect(values, record);
+  const jobId = requireJobId(options);
+  await withBudget(options, credentials, record, async (client, signal) => {
+    record.job = await client.status(jobId);
+    log.info(`Job ${jobId} ${record.job.status}`);
+    await follow(client, options, record, signal);
+  });
+};
+
+const cancelAction: Action = async (values, record) => {
+  const { options, client } = connect(values, record);
+  record.job = await client.cancel(requireJobId(options));
+  showJob(record.job, options);
+};
+
+const retryAction: Action = async (values, record) => {
+  const { options, client } = connect(values, record);
+  record.job = await client.retry(requireJobId(options));
+  showJob(record.job, options);
+  log.info(`Follow it with: send-to-runpod wait ${record.job.id}`);
+};
+
+const healthAction: Action = async (values, record) => {
+  const { options, client } = connect(values, record);
+  const health = await client.health();
+  record.extra = { health };
+  if (!options.json) process.stdout.write(`${describeHealth(health).join("\n")}\n`);
+};
+
+const purgeAction: Action = async (values, record) => {
+  const { options, client, credentials } = connect(values, record);
+  if (!options.yes) {
+    if (!process.stdin.isTTY || !process.stderr.isTTY) throw usageError("purge-queue removes every queued job: pass --yes to confirm (no terminal to ask on)");
+    const sure = await log.prompt(`Remove every queued job of endpoint ${credentials.endpointId}?`, { type: "confirm", initial: false, cancel: "default" });
+    if (sure !== true) throw usageError("purge-queue not confirmed; nothing removed");
+  }
+  const removed = await client.purgeQueue();
+  record.extra = { removed };
+  if (!options.json) process.stdout.write(`${removed}\n`);
+  log.success(`Removed ${removed} queued job${removed === 1 ? "" : "s"}`);
+};
+
+const demoAction: Action = async (values, record) => {
+  const { startEmulator } = await import("./lib/emulator.ts");
+  const emulator = startEmulator({ port: 0, executionMs: 1200 });
+  log.info(`Emulated RunPod endpoint on ${emulator.url}`);
+  try {
+    const given = { workflow: [sampleWorkflow as unknown as string], "base-url": [emulator.url], "endpoint-id": [emulator.endpointId], "api-key": [emulator.apiKey] };
+    await sendWorkflow({ ...values, ...given }, record, { env: {}, configApiKey: () => undefined });
+  } finally {
+    await emulator.stop();
+  }
+};
+
+// ---- Commands ----------------------------------------------------------------------------
+
+interface Command {
+  def: () => Promise<CommandDef<ArgsDef>>;
+  /** Our commands; a plain citty command (emulate) runs its own `run`. */
+  action?: Action;
+}
+
+const command = (name: string, description: string, args: ArgsDef, action: Action): Command => ({
+  def: async () => defineCommand({ meta: { name, description }, args }),
+  action,
+});
+
+const jobArgs = { ...jobIdArg, ...connectionArgs, ...reportArgs };
+
+const SUBCOMMANDS: Record<string, Command> = {
+  status: command("status", "one look at a job", jobArgs, statusAction),
+  wait: command("wait", "resume waiting for a job and save its results as a normal run does", { ...jobIdArg, ...waitArgs, ...connectionArgs, ...reportArgs }, waitAction),
+  cancel: command("cancel", "cancel a queued or running job", jobArgs, cancelAction),
+  retry: command("retry", "queue a FAILED or TIMED_OUT job again (same id)", jobArgs, retryAction),
+  health: command("health", "jobs and workers of the endpoint: why jobs wait", { ...connectionArgs, ...reportArgs }, healthAction),
+  "purge-queue": command(
+    "purge-queue",
+    "remove every queued job (asks first; --yes when not on a terminal)",
+    { yes: { type: "boolean", description: "do not ask" }, ...connectionArgs, ...reportArgs },
+    purgeAction,
+  ),
+  // Loaded lazily: `emulate` pulls in the server only when asked for.
+  emulate: { def: () => import("./lib/emulator.ts").then((m) => m.emulateCommand as CommandDef<ArgsDef>) },
+  demo: command("demo", "run the sample workflow on a built-in emulator and save the image in ./output", { output: waitArgs.output, "no-open": waitArgs["no-open"], ...reportArgs }, demoAction),
+};
+
+const mainCommand = defineCommand({
+  meta: { name: "send-to-runpod", version: pkg.version, description: "Run a ComfyUI workflow on a RunPod serverless endpoint and save the images" },
+  args: runArgs,
+  subCommands: Object.fromEntries(Object.entries(SUBCOMMANDS).map(([name, { def }]) => [name, def])),
+});
+
 export async function main(argv: readonly string[]): Promise<number> {
-  // Only a first word that names a subcommand is one; `--workflow emulate.json` never is.
-  const sub = argv[0] !== undefined && Object.hasOwn(SUBCOMMANDS, argv[0]) ? await SUBCOMMANDS[argv[0]]!() : undefined;
-  const cmd = (sub ?? mainCommand) as CommandDef<ArgsDef>;
+  // Only a first word that names a subcommand is one; `--workflow status.json` never is.
+  const name = argv[0] !== undefined && Object.hasOwn(SUBCOMMANDS, argv[0]) ? argv[0] : undefined;
+  const sub = name ? SUBCOMMANDS[name] : undefined;
+  const cmd = sub ? await sub.def() : (mainCommand as CommandDef<ArgsDef>);
   const rawArgs = sub ? argv.slice(1) : argv;
   const flags = rawArgs.slice(0, rawArgs.includes("--") ? rawArgs.indexOf("--") : undefined);
   const verbose = flags.includes("--verbose");
+  const json = flags.includes("--json") || flags.includes("--json=true");
+  const record = newRecord(name ?? "run");
+  let failure: CliError | undefined;
   try {
     if (flags.includes("--help") || flags.includes("-h")) {
       process.stdout.write(await helpText(cmd, sub && (mainCommand as CommandDef<ArgsDef>)));
@@ -234,22 +398,31 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const def = (cmd.args ?? {}) as ArgsDef;
     const values = parseArgv(rawArgs, def);
-    if (sub) await sub.run!({ rawArgs: [...rawArgs], args: { _: [], ...cittyValues(values, def) } as unknown as ParsedArgs, cmd: sub, data: values });
-    else await sendWorkflow(values, sources());
-    return ExitCode.ok;
+    if (!sub) await sendWorkflow(values, record);
+    else if (sub.action) await sub.action(values, record);
+    else await cmd.run!({ rawArgs: [...rawArgs], args: { _: [], ...cittyValues(values, def) } as unknown as ParsedArgs, cmd });
   } catch (error) {
-    if (error instanceof CliError) {
-      log.error(error.message);
-      if (verbose && error.detail) log.log(error.detail);
-      return error.exitCode;
-    }
-    log.error(`unexpected error: ${(error as Error)?.message ?? error}${verbose ? "" : " (run with --verbose for details)"}`);
-    if (verbose) log.log((error as Error)?.stack ?? "");
-    return ExitCode.jobFailed;
+    failure = error instanceof CliError ? error : new CliError(`unexpected error: ${(error as Error)?.message ?? error}${verbose ? "" : " (run with --verbose for details)"}`, ExitCode.jobFailed, (error as Error)?.stack, "internal");
+    log.error(failure.message);
+    if (verbose && failure.detail) log.log(failure.detail);
+  }
+  await writeManifest(record, failure);
+  if (json) process.stdout.write(`${redact(JSON.stringify(jsonReport(record, failure)))}\n`);
+  return failure?.exitCode ?? ExitCode.ok;
+}
+
+/** --manifest FILE, written whatever the outcome once a job exists, so a failed run is on record too. */
+async function writeManifest(record: RunRecord, failure: CliError | undefined): Promise<void> {
+  const path = record.manifestPath;
+  if (!path || !record.job) return;
+  try {
+    await writeFileAtomically(path, `${redact(JSON.stringify(manifestRecord(record, failure, new Date()), null, 2))}\n`);
+  } catch (error) {
+    log.warn(`could not write the manifest ${path}: ${(error as Error).message}`);
   }
 }
 
-/** citty-style values for subcommands: one value per flag, defaults filled in. */
+/** citty-style values for a plain citty command: one value per flag, defaults filled in. */
 function cittyValues(values: ParsedValues, def: ArgsDef): Record<string, string | boolean> {
   const entries = Object.entries(def).map(([name, arg]) => {
     const value = values[name];

@@ -14,7 +14,16 @@ const JobSchema = v.looseObject({
 });
 export type Job = v.InferOutput<typeof JobSchema>;
 
-export type Operation = "run" | "status" | "cancel";
+const HealthSchema = v.looseObject({
+  jobs: v.optional(v.record(v.string(), v.number()), {}),
+  workers: v.record(v.string(), v.number()),
+});
+export type Health = v.InferOutput<typeof HealthSchema>;
+const PurgeSchema = v.looseObject({ removed: v.number() });
+
+export type Operation = "run" | "status" | "cancel" | "retry" | "health" | "purge-queue";
+/** Safe to send again whatever happened to the first one. */
+const IDEMPOTENT: ReadonlySet<Operation> = new Set(["status", "cancel", "health"]);
 
 export type Failure =
   | { kind: "http"; status: number; body: string; retryAfter?: string | null }
@@ -29,8 +38,8 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, maxDelayMs: 15_000 };
 const RUN_ATTEMPTS = 3;
 
-/** Failures after which the job certainly was not created, so /run may be sent again. */
-const runNeverReachedServer = (f: Failure) =>
+/** Failures after which the request certainly was not acted on, so even /run may be sent again. */
+const neverReachedServer = (f: Failure) =>
   (f.kind === "http" && f.status === 429) || (f.kind === "network" && ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"].includes(f.code ?? ""));
 
 const isTransient = (f: Failure) =>
@@ -39,7 +48,7 @@ const isTransient = (f: Failure) =>
 /** Milliseconds to wait before the next attempt, or undefined to give up. `attempt` counts from 1. */
 export function retryDelay(op: Operation, failure: Failure, attempt: number, policy: RetryPolicy, random = Math.random): number | undefined {
   if (attempt >= policy.attempts) return undefined;
-  if (!(op === "run" ? runNeverReachedServer(failure) : isTransient(failure))) return undefined;
+  if (!(IDEMPOTENT.has(op) ? isTransient(failure) : neverReachedServer(failure))) return undefined;
   const hinted = failure.kind === "http" ? parseRetryAfter(failure.retryAfter) : undefined;
   if (hinted !== undefined) return Math.min(hinted, policy.maxDelayMs);
   const ceiling = Math.min(policy.baseDelayMs * 2 ** (attempt - 1), policy.maxDelayMs);
@@ -82,27 +91,43 @@ export interface Target {
 }
 
 /** A failure that will not be retried → the one line and exit code the user sees. */
+const DOING: Record<Operation, string> = {
+  run: "submitting the job",
+  status: "checking job",
+  cancel: "cancelling job",
+  retry: "retrying job",
+  health: "checking the endpoint's health",
+  "purge-queue": "purging the queue",
+};
+/** What may have happened when a request that is not safe to repeat got no clear answer. */
+const FATE_UNKNOWN: Partial<Record<Operation, string>> = {
+  run: "; the job may or may not have been created, so check the endpoint (send-to-runpod health) before submitting again",
+  retry: "; the job may or may not have been queued again: check it with send-to-runpod status",
+  "purge-queue": "; the queue may or may not have been purged: check it with send-to-runpod health",
+};
+
 export function failureToError(op: Operation, failure: Failure, target: Target): CliError {
-  const what = op === "run" ? "submitting the job" : `${op === "status" ? "checking" : "cancelling"} job ${target.jobId}`;
+  const what = target.jobId ? `${DOING[op]} ${target.jobId}` : DOING[op];
+  // 408 too: behind a proxy it can come after the request was taken.
+  const unclear = !neverReachedServer(failure) && (failure.kind !== "http" || failure.status >= 500 || failure.status === 408);
+  const fate = (unclear && FATE_UNKNOWN[op]) || "";
   if (failure.kind !== "http") {
     const reason = failure.kind === "timeout" ? "no answer within the request deadline" : failure.message;
-    const fate = op === "run" && !runNeverReachedServer(failure) ? "; the job may or may not have been created, so check the endpoint before submitting again" : "";
-    return new CliError(`${what} failed: ${reason} (${target.baseUrl})${fate}`, ExitCode.api);
+    return new CliError(`${what} failed: ${reason} (${target.baseUrl})${fate}`, ExitCode.api, undefined, fate ? `${op === "run" ? "submission" : "request"}_unknown` : "network");
   }
   const { status } = failure;
   const said = errorBodyMessage(failure.body);
   const suffix = `HTTP ${status}${said ? `: ${said}` : ""}`;
   if (status === 401 || status === 403) {
-    return new CliError(`RunPod rejected the API key (${suffix}); check RUNPOD_API_KEY or --api-key`, ExitCode.credentials);
+    return new CliError(`RunPod rejected the API key (${suffix}); check RUNPOD_API_KEY or --api-key`, ExitCode.credentials, undefined, "credentials_rejected");
   }
   if (status === 404) {
-    return op === "run"
-      ? new CliError(`endpoint "${target.endpointId}" not found at ${target.baseUrl} (${suffix}); check RUNPOD_ENDPOINT_ID`, ExitCode.api)
-      : new CliError(`job ${target.jobId} no longer exists (${suffix}): it expired (RunPod keeps results 30 minutes after completion) or never existed`, ExitCode.api);
+    return target.jobId
+      ? new CliError(`job ${target.jobId} no longer exists (${suffix}): it expired (RunPod keeps results 30 minutes after completion) or never existed`, ExitCode.api, undefined, "job_not_found")
+      : new CliError(`endpoint "${target.endpointId}" not found at ${target.baseUrl} (${suffix}); check RUNPOD_ENDPOINT_ID`, ExitCode.api, undefined, "endpoint_not_found");
   }
-  if (status === 413) return new CliError(`the request is too large for RunPod (${suffix}); /run accepts at most 10 MB`, ExitCode.usage);
-  const fate = op === "run" && status >= 500 ? "; the job may or may not have been created, so check the endpoint before submitting again" : "";
-  return new CliError(`${what} failed (${suffix})${fate}`, ExitCode.api);
+  if (status === 413) return new CliError(`the request is too large for RunPod (${suffix}); /run accepts at most 10 MB`, ExitCode.usage, undefined, "request_too_large");
+  return new CliError(`${what} failed (${suffix})${fate}`, ExitCode.api, undefined, fate ? `${op === "run" ? "submission" : "request"}_unknown` : "http_error");
 }
 
 export interface RequestLine {
@@ -114,6 +139,7 @@ export interface RequestLine {
 
 export interface ClientOptions extends Target {
   apiKey: string;
+  /** Per request; an upload gets one more second per MB of body. */
   requestTimeoutMs?: number;
   retry?: RetryPolicy;
   /** Aborts every request and retry wait (Ctrl-C, the --timeout deadline). */
@@ -129,15 +155,15 @@ export function createClient(options: ClientOptions) {
   const { baseUrl, endpointId, apiKey, requestTimeoutMs = 30_000, retry = DEFAULT_RETRY, signal, onRequest, sleep = abortableSleep } = options;
   const endpointUrl = `${baseUrl}/${encodeURIComponent(endpointId)}`;
 
-  async function attempt(method: "GET" | "POST", path: string, body: unknown): Promise<{ text?: string; failure?: Failure }> {
+  async function attempt(method: "GET" | "POST", path: string, body: string | undefined): Promise<{ text?: string; failure?: Failure }> {
     const started = performance.now();
     const line = (status: number | string) => onRequest?.({ method, path: new URL(endpointUrl + path).pathname, status, ms: Math.round(performance.now() - started) });
-    const timeout = AbortSignal.timeout(requestTimeoutMs);
+    const timeout = AbortSignal.timeout(requestTimeoutMs + Math.floor(Buffer.byteLength(body ?? "") / 1e6) * 1000);
     try {
       const response = await ofetch.raw(endpointUrl + path, {
         method,
-        body: body as Record<string, unknown> | undefined,
-        headers: { authorization: `Bearer ${apiKey}`, accept: "application/json" },
+        body,
+        headers: { authorization: `Bearer ${apiKey}`, accept: "application/json", ...(body !== undefined && { "content-type": "application/json" }) },
         responseType: "text",
         retry: 0,
         ignoreResponseError: true,
@@ -156,24 +182,42 @@ export function createClient(options: ClientOptions) {
     }
   }
 
-  async function call(op: Operation, method: "GET" | "POST", path: string, jobId?: string, body?: unknown): Promise<Job> {
+  async function call<T>(op: Operation, parse: (text: string) => T, path: string, { jobId, body }: { jobId?: string; body?: unknown } = {}): Promise<T> {
+    const method = op === "status" || op === "health" ? "GET" : "POST";
+    const payload = body === undefined ? undefined : JSON.stringify(body);
     // A submission that cannot get through soon is better reported than held up: fewer tries for /run.
     const policy = op === "run" ? { ...retry, attempts: Math.min(retry.attempts, RUN_ATTEMPTS) } : retry;
     for (let n = 1; ; n++) {
-      const { text, failure } = await attempt(method, path, body);
-      if (text !== undefined) return parseJob(text);
+      const { text, failure } = await attempt(method, path, payload);
+      if (text !== undefined) return parse(text);
       const wait = retryDelay(op, failure!, n, policy);
       if (wait === undefined) throw failureToError(op, failure!, { baseUrl, endpointId, jobId });
       await sleep(wait, signal);
     }
   }
+  const jobPath = (route: string, jobId: string) => `/${route}/${encodeURIComponent(jobId)}`;
 
   return {
     /** POST /run. `extras` carries request-level fields beside `input` (policy, webhook). */
-    run: (input: unknown, extras: Record<string, unknown> = {}) => call("run", "POST", "/run", undefined, { ...extras, input }),
-    status: (jobId: string) => call("status", "GET", `/status/${encodeURIComponent(jobId)}`, jobId),
-    cancel: (jobId: string) => call("cancel", "POST", `/cancel/${encodeURIComponent(jobId)}`, jobId),
+    run: (input: unknown, extras: Record<string, unknown> = {}) => call("run", parseJob, "/run", { body: { ...extras, input } }),
+    status: (jobId: string) => call("status", parseJob, jobPath("status", jobId), { jobId }),
+    cancel: (jobId: string) => call("cancel", parseJob, jobPath("cancel", jobId), { jobId }),
+    retry: (jobId: string) => call("retry", parseJob, jobPath("retry", jobId), { jobId, body: {} }),
+    health: () => call("health", (text) => parseAnswer(HealthSchema, text, "health"), "/health"),
+    purgeQueue: () => call("purge-queue", (text) => parseAnswer(PurgeSchema, text, "purge-queue").removed, "/purge-queue", { body: {} }),
   };
+}
+
+function parseAnswer<T extends v.GenericSchema>(schema: T, text: string, route: string): v.InferOutput<T> {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new CliError(`RunPod's /${route} answered with something that is not JSON: ${JSON.stringify(text.slice(0, 120))}`, ExitCode.api, undefined, "malformed_response");
+  }
+  const parsed = v.safeParse(schema, data);
+  if (!parsed.success) throw new CliError(`RunPod's /${route} answered in an unknown shape: ${JSON.stringify(data).slice(0, 200)}`, ExitCode.api, undefined, "malformed_response");
+  return parsed.output;
 }
 
 /** A 200 must carry a job: `id` and `status`. */
@@ -182,10 +226,10 @@ export function parseJob(text: string): Job {
   try {
     data = JSON.parse(text);
   } catch {
-    throw new CliError(`RunPod answered with something that is not JSON: ${JSON.stringify(text.slice(0, 120))}`, ExitCode.api);
+    throw new CliError(`RunPod answered with something that is not JSON: ${JSON.stringify(text.slice(0, 120))}`, ExitCode.api, undefined, "malformed_response");
   }
   const parsed = v.safeParse(JobSchema, data);
-  if (!parsed.success) throw new CliError(`RunPod answered without a job id and status: ${JSON.stringify(data).slice(0, 200)}`, ExitCode.api);
+  if (!parsed.success) throw new CliError(`RunPod answered without a job id and status: ${JSON.stringify(data).slice(0, 200)}`, ExitCode.api, undefined, "malformed_response");
   return parsed.output;
 }
 
@@ -230,6 +274,7 @@ export function jobFailure(job: Job): CliError {
     `job ${job.id} ended ${job.status}${took}${firstLine ? `: ${firstLine}` : ""}`,
     ExitCode.jobFailed,
     [restOfReason, traceback].filter(Boolean).join("\n") || undefined,
+    `job_${job.status.toLowerCase()}`,
   );
 }
 

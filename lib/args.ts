@@ -7,23 +7,66 @@ import { CliError, ExitCode, usageError } from "./errors.ts";
 
 export const DEFAULT_BASE_URL = "https://api.runpod.ai/v2";
 
+// Argument fragments, spread into each command's args (as nuxi does); --help lists them in this order.
+
+/** Which job a subcommand acts on. */
+export const jobIdArg = {
+  "job-id": { type: "positional", valueHint: "JOB_ID", description: "the job id printed when the job was submitted" },
+} as const satisfies ArgsDef;
+
+/** What is sent: the default command only. */
+export const submitArgs = {
+  workflow: { type: "string", valueHint: "FILE", required: true, description: "ComfyUI workflow in API format (Export (API) in ComfyUI)" },
+  images: { type: "string", valueHint: "FILE...", description: "reference images; several after one flag, and the flag may repeat" },
+  "images-dir": { type: "string", valueHint: "DIR", description: "send every image under DIR, named by its path relative to DIR" },
+} as const satisfies ArgsDef;
+
+/** Waiting for a job and saving its results: the default command and `wait`. */
+export const waitArgs = {
+  output: { type: "string", valueHint: "DIR", default: "./output", description: "where results are saved" },
+  "no-open": { type: "boolean", description: "do not open the saved files (they open only on a terminal anyway)" },
+  timeout: { type: "string", valueHint: "SECONDS", default: "600", description: "give up after this long; the job is then cancelled (exit 5)" },
+  "poll-interval": { type: "string", valueHint: "SECONDS", default: "2", description: "time between status checks" },
+  "no-cancel": { type: "boolean", description: "when --timeout runs out, leave the job running and print how to resume" },
+  manifest: { type: "string", valueHint: "FILE", description: "write a JSON record of the run: job, timings, workflow and file sha256" },
+  "max-output-bytes": { type: "string", valueHint: "BYTES", default: "2GB", description: "refuse any single output larger than this (e.g. 500MB)" },
+} as const satisfies ArgsDef;
+
+/** Request-level settings of /run. */
+export const policyArgs = {
+  "no-wait": { type: "boolean", description: "submit, print the job id and exit 0" },
+  "policy-timeout": { type: "string", valueHint: "SECONDS", description: "RunPod's policy.executionTimeout: the longest the job may run (5 s to 7 days)" },
+  ttl: { type: "string", valueHint: "SECONDS", description: "RunPod's policy.ttl: the job's whole life, queue included (10 s to 7 days)" },
+  webhook: { type: "string", valueHint: "URL", description: "RunPod posts the finished job to this URL" },
+  "low-priority": { type: "boolean", description: "RunPod's policy.lowPriority: the job does not trigger scaling up" },
+} as const satisfies ArgsDef;
+
 /** Flags shared by every command that talks to an endpoint. */
 export const connectionArgs = {
   "api-key": { type: "string", valueHint: "KEY", description: "RunPod API key (env RUNPOD_API_KEY, then ~/.runpod/config.toml)" },
   "endpoint-id": { type: "string", valueHint: "ID", description: "serverless endpoint id (env RUNPOD_ENDPOINT_ID)" },
   "base-url": { type: "string", valueHint: "URL", description: `API base URL (env RUNPOD_ENDPOINT_BASE_URL; default ${DEFAULT_BASE_URL})` },
-  verbose: { type: "boolean", description: "show request lines and stack traces" },
 } as const satisfies ArgsDef;
 
+/** How much is said, and in which form. */
+export const reportArgs = {
+  json: { type: "boolean", description: "print one JSON document on stdout at the end, and nothing else there" },
+  quiet: { type: "boolean", description: "print only errors on stderr" },
+  verbose: { type: "boolean", description: "also print request lines (never the key), tracebacks and stack traces" },
+} as const satisfies ArgsDef;
+
+// The original script's flags first, in its order; the newer ones after them.
+const { output, "no-open": noOpen, timeout, "poll-interval": pollInterval, ...laterWaitArgs } = waitArgs;
 export const runArgs = {
-  workflow: { type: "string", valueHint: "FILE", required: true, description: "ComfyUI workflow in API format (Export (API) in ComfyUI)" },
-  images: { type: "string", valueHint: "FILE...", description: "reference images; several after one flag, and the flag may repeat" },
-  "images-dir": { type: "string", valueHint: "DIR", description: "send every image under DIR, named by its path relative to DIR" },
-  output: { type: "string", valueHint: "DIR", default: "./output", description: "where results are saved" },
-  "no-open": { type: "boolean", description: "do not open the saved files (they open only on a terminal anyway)" },
-  timeout: { type: "string", valueHint: "SECONDS", default: "600", description: "give up waiting after this long" },
-  "poll-interval": { type: "string", valueHint: "SECONDS", default: "2", description: "time between status checks" },
+  ...submitArgs,
+  output,
+  "no-open": noOpen,
+  timeout,
+  "poll-interval": pollInterval,
   ...connectionArgs,
+  ...policyArgs,
+  ...laterWaitArgs,
+  ...reportArgs,
 } as const satisfies ArgsDef;
 
 /** Flags that take every following non-flag word (`--images a.png b.png`). All string flags may repeat. */
@@ -38,6 +81,7 @@ export type ParsedValues = Record<string, string | boolean | string[] | undefine
  */
 export function parseArgv(argv: readonly string[], def: ArgsDef): ParsedValues {
   const values: Record<string, string | boolean | string[]> = Object.create(null);
+  const positionals = Object.keys(def).filter((name) => def[name]!.type === "positional");
   const push = (name: string, value: string) => {
     const list = (values[name] ??= []) as string[];
     list.push(value);
@@ -49,17 +93,22 @@ export function parseArgv(argv: readonly string[], def: ArgsDef): ParsedValues {
       break;
     }
     if (!token.startsWith("--")) {
+      const slot = positionals.find((name) => values[name] === undefined);
+      if (slot && !token.startsWith("-")) {
+        values[slot] = token;
+        continue;
+      }
       throw usageError(
         token.startsWith("-") && token.length > 1
           ? `unknown option "${token}" (options are spelled --name)`
-          : `unexpected argument "${token}"${suggestFlagFor(token)}`,
+          : `unexpected argument "${token}"${Object.hasOwn(def, "workflow") ? suggestWorkflowFor(token) : ""}`,
       );
     }
     const eq = token.indexOf("=");
     const name = token.slice(2, eq === -1 ? undefined : eq);
     const inline = eq === -1 ? undefined : token.slice(eq + 1);
-    const arg = Object.hasOwn(def, name) ? def[name] : undefined;
-    if (!arg) throw usageError(`unknown option --${name}${didYouMean(name, Object.keys(def))}`);
+    const arg = Object.hasOwn(def, name) && def[name]!.type !== "positional" ? def[name] : undefined;
+    if (!arg) throw usageError(`unknown option --${name}${didYouMean(name, Object.keys(def).filter((key) => !positionals.includes(key)))}`);
     if (arg.type === "boolean") {
       if (inline === undefined || inline === "true") values[name] = true;
       else if (inline === "false") values[name] = false;
@@ -82,11 +131,11 @@ export function parseArgv(argv: readonly string[], def: ArgsDef): ParsedValues {
 
 const isFlag = (token: string) => token.startsWith("--");
 
-function suggestFlagFor(word: string): string {
+function suggestWorkflowFor(word: string): string {
   return /\.json$/i.test(word) ? `; did you mean --workflow ${word}?` : "";
 }
 
-export function didYouMean(name: string, candidates: readonly string[]): string {
+function didYouMean(name: string, candidates: readonly string[]): string {
   const extended = candidates.find((c) => c === `no-${name}` || (name.length >= 3 && c.startsWith(name)));
   if (extended) return `; did you mean --${extended}?`;
   let best: string | undefined;
@@ -110,23 +159,42 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
-const seconds = (flag: string, min: number) =>
+const seconds = (flag: string, min: number, max = Infinity) =>
   v.pipe(
     v.string(),
     v.trim(),
     v.regex(/^\d+(\.\d+)?$/, `--${flag} must be a number of seconds`),
     v.transform(Number),
     v.minValue(min, `--${flag} must be at least ${min} s`),
+    v.maxValue(max, `--${flag} must be at most ${max} s`),
     v.transform((s) => Math.round(s * 1000)),
+  );
+
+const UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
+const byteCount = (flag: string) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb|tb)?$/i, `--${flag} must be a size such as 500MB or 2GB`),
+    v.transform((s) => {
+      const [, number, unit = ""] = /^([\d.]+)\s*([a-z]*)$/i.exec(s)!;
+      return Math.floor(Number(number) * UNITS[unit.toLowerCase()]!);
+    }),
+    v.minValue(1, `--${flag} must be at least 1 byte`),
   );
 
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
 
+const url = (what: string) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.check((s) => URL.canParse(s), `${what} is not a valid URL`),
+    v.transform((s) => new URL(s)),
+  );
+
 export const baseUrlSchema = v.pipe(
-  v.string(),
-  v.trim(),
-  v.check((s) => URL.canParse(s), "the base URL is not a valid URL"),
-  v.transform((s) => new URL(s)),
+  url("the base URL"),
   v.check(
     (url) => url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK.test(url.hostname)),
     "the base URL must use https (plain http only for localhost)",
@@ -135,30 +203,40 @@ export const baseUrlSchema = v.pipe(
   v.transform((url) => url.href.replace(/\/+$/, "")),
 );
 
-const single = (flag: string) =>
-  v.pipe(
-    v.array(v.string()),
-    v.check((list) => list.length <= 1, `--${flag} was given more than once`),
-    v.transform((list) => list[0]),
-  );
-const path = (flag: string) => v.pipe(v.string(), v.minLength(1, `--${flag} needs a non-empty value`));
+const DAY_S = 24 * 3600;
 
-const nonEmpty = v.optional(v.pipe(v.string(), v.trim(), v.transform((s) => s || undefined)));
-
-const RunOptionsSchema = v.object({
-  workflow: v.pipe(single("workflow"), v.string("--workflow FILE is required"), path("workflow")),
-  images: v.optional(v.array(v.string()), []),
-  imagesDirs: v.optional(v.array(v.string()), []),
-  output: v.pipe(single("output"), v.string(), path("output")),
+const OptionsSchema = v.object({
+  jobId: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, "missing JOB_ID (the id printed when the job was submitted)"))),
+  workflow: v.optional(v.pipe(v.string(), v.minLength(1, "--workflow needs a non-empty value"))),
+  images: v.array(v.string()),
+  imagesDirs: v.array(v.string()),
+  output: v.pipe(v.string(), v.minLength(1, "--output needs a non-empty value")),
   open: v.boolean(),
-  timeoutMs: v.pipe(single("timeout"), v.string(), seconds("timeout", 1)),
-  pollIntervalMs: v.pipe(single("poll-interval"), v.string(), seconds("poll-interval", 0.1)),
-  apiKey: nonEmpty,
-  endpointId: nonEmpty,
+  timeoutMs: seconds("timeout", 1),
+  pollIntervalMs: seconds("poll-interval", 0.1),
+  cancelOnTimeout: v.boolean(),
+  manifest: v.optional(v.pipe(v.string(), v.minLength(1, "--manifest needs a non-empty value"))),
+  maxOutputBytes: byteCount("max-output-bytes"),
+  wait: v.boolean(),
+  executionTimeoutMs: v.optional(seconds("policy-timeout", 5, 7 * DAY_S)),
+  ttlMs: v.optional(seconds("ttl", 10, 7 * DAY_S)),
+  webhook: v.optional(
+    v.pipe(
+      url("--webhook"),
+      v.check((url) => url.protocol === "https:" || url.protocol === "http:", "--webhook must be an http(s) URL"),
+      v.transform((url) => url.href),
+    ),
+  ),
+  lowPriority: v.boolean(),
+  apiKey: v.optional(v.string()),
+  endpointId: v.optional(v.string()),
   baseUrl: baseUrlSchema,
+  json: v.boolean(),
+  quiet: v.boolean(),
   verbose: v.boolean(),
+  yes: v.boolean(),
 });
-export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
+export type Options = v.InferOutput<typeof OptionsSchema>;
 
 /** Where settings come from besides flags. `configApiKey` is read lazily: only when no other key is set. */
 export interface Sources {
@@ -166,40 +244,67 @@ export interface Sources {
   configApiKey: () => string | undefined;
 }
 
-/** The one value of a flag that may not repeat; blank counts as absent. */
+/** The one value of a flag that may not repeat; blank counts as absent for settings that can come from elsewhere. */
 function flagValue(values: ParsedValues, name: string): string | undefined {
-  const list = values[name];
-  if (!Array.isArray(list)) return undefined;
-  if (list.length > 1) throw usageError(`--${name} was given more than once`);
-  return list[0]?.trim() || undefined;
+  const value = values[name];
+  if (typeof value === "string") return value;
+  if (!Array.isArray(value)) return undefined;
+  if (value.length > 1) throw usageError(`--${name} was given more than once`);
+  return value[0];
 }
 
 /** Flags beat the environment, which beats ~/.runpod/config.toml. */
 export function resolveConnection(values: ParsedValues, { env, configApiKey }: Sources) {
+  const given = (name: string) => flagValue(values, name)?.trim() || undefined;
   const fromEnv = (name: string) => env[name]?.trim() || undefined;
   return {
-    apiKey: flagValue(values, "api-key") ?? fromEnv("RUNPOD_API_KEY") ?? configApiKey(),
-    endpointId: flagValue(values, "endpoint-id") ?? fromEnv("RUNPOD_ENDPOINT_ID"),
-    baseUrl: flagValue(values, "base-url") ?? fromEnv("RUNPOD_ENDPOINT_BASE_URL") ?? DEFAULT_BASE_URL,
+    apiKey: given("api-key") ?? fromEnv("RUNPOD_API_KEY") ?? configApiKey(),
+    endpointId: given("endpoint-id") ?? fromEnv("RUNPOD_ENDPOINT_ID"),
+    baseUrl: given("base-url") ?? fromEnv("RUNPOD_ENDPOINT_BASE_URL") ?? DEFAULT_BASE_URL,
   };
 }
 
-export function resolveRunOptions(values: ParsedValues, sources: Sources): RunOptions {
-  const withDefault = (name: "output" | "timeout" | "poll-interval") => values[name] ?? [runArgs[name].default];
+/** Parsed flags of any command → the one options object; a flag the command lacks takes its default. */
+export function resolveOptions(values: ParsedValues, sources: Sources): Options {
+  const flag = (name: string) => flagValue(values, name);
+  const withDefault = (name: "output" | "timeout" | "poll-interval" | "max-output-bytes") => flag(name) ?? waitArgs[name].default;
+  const list = (name: string) => (Array.isArray(values[name]) ? (values[name] as string[]) : []);
   const raw = {
-    workflow: values.workflow ?? [],
-    images: values.images,
-    imagesDirs: values["images-dir"],
+    jobId: flag("job-id"),
+    workflow: flag("workflow"),
+    images: list("images"),
+    imagesDirs: list("images-dir"),
     output: withDefault("output"),
     open: values["no-open"] !== true,
     timeoutMs: withDefault("timeout"),
     pollIntervalMs: withDefault("poll-interval"),
+    cancelOnTimeout: values["no-cancel"] !== true,
+    manifest: flag("manifest"),
+    maxOutputBytes: withDefault("max-output-bytes"),
+    wait: values["no-wait"] !== true,
+    executionTimeoutMs: flag("policy-timeout"),
+    ttlMs: flag("ttl"),
+    webhook: flag("webhook"),
+    lowPriority: values["low-priority"] === true,
+    json: values.json === true,
+    quiet: values.quiet === true,
     verbose: values.verbose === true,
+    yes: values.yes === true,
     ...resolveConnection(values, sources),
   };
-  const parsed = v.safeParse(RunOptionsSchema, raw);
+  const parsed = v.safeParse(OptionsSchema, raw);
   if (!parsed.success) throw usageError(parsed.issues[0].message);
   return parsed.output;
+}
+
+/** The request-level fields of /run beside `input`. */
+export function requestExtras(options: Pick<Options, "executionTimeoutMs" | "ttlMs" | "lowPriority" | "webhook">): Record<string, unknown> {
+  const policy = {
+    ...(options.executionTimeoutMs !== undefined && { executionTimeout: options.executionTimeoutMs }),
+    ...(options.ttlMs !== undefined && { ttl: options.ttlMs }),
+    ...(options.lowPriority && { lowPriority: true }),
+  };
+  return { ...(Object.keys(policy).length && { policy }), ...(options.webhook && { webhook: options.webhook }) };
 }
 
 /** Credentials are checked after the input files and before any network call. */

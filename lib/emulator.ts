@@ -3,9 +3,11 @@
 //
 // Layout: pure job transitions (decide) → `Endpoint`, the queue and workers as a discrete-event
 // simulation driven by an explicit clock (no timers, no I/O) → `startEmulator`, the HTTP glue with
-// one timer → `emulateCommand`, the CLI command.
+// one timer → `emulateCommand`, the CLI command. Injected faults are decided in emulator-faults.ts.
 import { defineCommand } from "citty";
 import * as v from "valibot";
+import { API_ROUTES, FaultPlan, cutConnection, faultAnswer, parseFaults } from "./emulator-faults.ts";
+import type { ApiRoute, FaultName, FaultSpec, JobFaults, JobRoute } from "./emulator-faults.ts";
 import { runHandler } from "./emulator-worker.ts";
 import type { HandlerResult } from "./emulator-worker.ts";
 import { CliError, ExitCode, usageError } from "./errors.ts";
@@ -30,6 +32,12 @@ export interface EmulatorOptions {
   progressUpdates: number;
   /** Replaces RunPod's result limits (10 MB for /run, 20 MB for /runsync): a bigger output leaves the job COMPLETED without `output`. */
   resultLimitBytes: number | undefined;
+  /** Failures to inject (emulator-faults.ts); none by default. */
+  faults: FaultSpec[];
+  /** Seeds the draws of faults given as a rate, so a run repeats exactly. */
+  faultSeed: number;
+  /** The `Retry-After` of the rate-limit fault's 429s. */
+  retryAfterSeconds: number;
 }
 
 export interface RecordedRequest {
@@ -37,10 +45,12 @@ export interface RecordedRequest {
   /** e.g. "/v2/emulator/status/abc-u1" */
   path: string;
   query: Record<string, string>;
-  /** 0 until the answer is sent (a /runsync or /stream still waiting). */
+  /** 0 until the answer is sent (a /runsync or /stream still waiting, a slow answer held), or for good when no answer is (reset). */
   status: number;
-  /** The parsed JSON body, when the request had one. */
+  /** The parsed JSON body, when the route read one (a request turned away with 401 or 429 is not read). */
   body?: unknown;
+  /** The injected faults that hit this request, when any did. */
+  faults?: FaultName[];
 }
 
 export interface Emulator {
@@ -50,6 +60,8 @@ export interface Emulator {
   apiKey: string;
   /** Every request, in arrival order. Authorization headers are never kept. */
   requests: RecordedRequest[];
+  /** How many times each injected fault hit (requests, or jobs for drop-output and expire); 0 for each one given. */
+  faultsInjected: Partial<Record<FaultName, number>>;
   /** Closes every connection at once (a waiting /runsync or /stream is cut) and clears every timer. */
   stop(): Promise<void>;
 }
@@ -82,6 +94,9 @@ const DEFAULT_OPTIONS: EmulatorOptions = {
   syncRetentionMs: 60_000,
   progressUpdates: 3,
   resultLimitBytes: undefined,
+  faults: [],
+  faultSeed: 1,
+  retryAfterSeconds: 1,
 };
 
 const MB = 1024 * 1024;
@@ -96,8 +111,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const TERMINAL: ReadonlySet<JobStatus> = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
 const RETRYABLE: ReadonlySet<JobStatus> = new Set(["FAILED", "TIMED_OUT"]);
-
-type Route = "run" | "runsync";
 
 interface JobRequest {
   input: Record<string, unknown>;
@@ -118,7 +131,7 @@ interface Run {
 
 interface Job {
   readonly id: string;
-  readonly route: Route;
+  readonly route: JobRoute;
   readonly input: Record<string, unknown>;
   readonly webhook: string | undefined;
   readonly executionTimeout: number;
@@ -134,20 +147,25 @@ interface Job {
   readonly error?: string;
   /** Stream chunks not yet drained by /stream. */
   readonly stream: readonly unknown[];
+  /** The injected faults it got when it was created. */
+  readonly faults: JobFaults;
+  /** Told the job as it ends on its worker: /runsync's waiting request, which must answer it even when the expire fault deletes it at once. */
+  readonly onEnd?: (ended: Job) => void;
 }
 
 interface Timing {
   queueDelayMs: number;
   executionMs: number;
   progressUpdates: number;
-  retentionMs: Record<Route, number>;
-  resultLimitBytes: Record<Route, number>;
+  retentionMs: Record<JobRoute, number>;
+  resultLimitBytes: Record<JobRoute, number>;
 }
 
 // ---- Pure job transitions ------------------------------------------------------------------
 
-function newJob(id: string, route: Route, request: JobRequest, now: number): Job {
+function newJob(id: string, route: JobRoute, request: JobRequest, now: number, extras: Pick<Job, "faults" | "onEnd">): Job {
   return {
+    ...extras,
     id,
     route,
     input: request.input,
@@ -199,7 +217,7 @@ function endRun(job: Job, run: Run, resultLimitBytes: number): Job {
   if ("error" in run.result) return { ...ended, status: "FAILED", error: run.result.error };
   const output = run.result.output;
   // RunPod drops a result over its size limit and still reports COMPLETED.
-  if (Buffer.byteLength(JSON.stringify(output)) > resultLimitBytes) return { ...ended, status: "COMPLETED" };
+  if (job.faults.dropOutput || Buffer.byteLength(JSON.stringify(output)) > resultLimitBytes) return { ...ended, status: "COMPLETED" };
   return { ...ended, status: "COMPLETED", output, stream: [...job.stream, { output }] };
 }
 
@@ -212,10 +230,11 @@ function retryJob(job: Job, now: number): Job {
   return { ...kept, status: "IN_QUEUE", enqueuedAt: now, retries: job.retries + 1, stream: [] };
 }
 
-/** When the job is deleted: its ttl (counted from submission, even mid-run), or retention after it ends. */
-function expiresAt(job: Job, retentionMs: Record<Route, number>): number {
+/** When the job is deleted: its ttl (counted from submission, even mid-run), or retention after it ends (none under the expire fault). */
+function expiresAt(job: Job, retentionMs: Record<JobRoute, number>): number {
   const ttlEnd = job.submittedAt + job.ttl;
-  return job.finishedAt === undefined ? ttlEnd : Math.min(ttlEnd, job.finishedAt + retentionMs[job.route]);
+  if (job.finishedAt === undefined) return ttlEnd;
+  return Math.min(ttlEnd, job.finishedAt + (job.faults.expire ? 0 : retentionMs[job.route]));
 }
 
 function jobObject(job: Job, now: number): JobObject {
@@ -267,10 +286,10 @@ class Endpoint {
     this.workers = Array.from({ length: workerCount }, () => ({ id: workerId(), jobId: undefined, freeSince: now }));
   }
 
-  submit(route: Route, request: JobRequest, now: number): Job {
+  submit(route: JobRoute, request: JobRequest, now: number, extras: Pick<Job, "faults" | "onEnd">): Job {
     this.advance(now);
     const prefix = route === "runsync" ? "sync-" : "";
-    const job = newJob(`${prefix}${crypto.randomUUID()}-u1`, route, request, now);
+    const job = newJob(`${prefix}${crypto.randomUUID()}-u1`, route, request, now, extras);
     this.jobs.set(job.id, job);
     this.advance(now);
     return this.jobs.get(job.id) ?? job;
@@ -384,6 +403,7 @@ class Endpoint {
     this.jobs.set(job.id, ended);
     if (ended.status === "COMPLETED") this.totals.completed++;
     else this.totals.failed++;
+    job.onEnd?.(ended);
     this.onFinished(ended);
   }
 
@@ -497,6 +517,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     },
   };
   const requests: RecordedRequest[] = [];
+  const faults = new FaultPlan(config.faults, config.faultSeed);
   const waiters = new Set<Waiter>();
   const webhookCalls = new Set<AbortController>();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -544,12 +565,17 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     return promise;
   }
 
+  /** Holds an answer back (the slow fault); stop() releases it at once. */
+  const hold = async (ms: number) => {
+    if (ms > 0) await waitUntil(() => false, Date.now() + ms);
+  };
+
   const isSettled = (id: string) => (now: number) => {
     const job = endpoint.find(id, now);
     return !job || TERMINAL.has(job.status);
   };
 
-  async function readJobRequest(ctx: RouteContext, route: Route): Promise<JobRequest | Response> {
+  async function readJobRequest(ctx: RouteContext, route: JobRoute): Promise<JobRequest | Response> {
     const limit = BODY_LIMITS[route];
     const bytes = await readBodyWithin(ctx.request, limit);
     if (!bytes) {
@@ -568,14 +594,14 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
   }
 
   type Handler = (ctx: RouteContext) => Response | Promise<Response>;
-  const routes: Record<string, { methods: readonly string[]; takesJobId: boolean; handle: Handler }> = {
+  const routes: Record<ApiRoute, { methods: readonly string[]; takesJobId: boolean; handle: Handler }> = {
     run: {
       methods: ["POST"],
       takesJobId: false,
       async handle(ctx) {
         const request = await readJobRequest(ctx, "run");
         if (request instanceof Response) return request;
-        const job = endpoint.submit("run", request, Date.now());
+        const job = endpoint.submit("run", request, Date.now(), { faults: faults.forJob("run") });
         return json({ id: job.id, status: "IN_QUEUE" });
       },
     },
@@ -588,10 +614,15 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
         const request = await readJobRequest(ctx, "runsync");
         if (request instanceof Response) return request;
         const submittedAt = Date.now();
-        const { id } = endpoint.submit("runsync", request, submittedAt);
+        let ended: Job | undefined;
+        const { id } = endpoint.submit("runsync", request, submittedAt, {
+          faults: faults.forJob("runsync"),
+          onEnd: (job) => (ended = job),
+        });
         await waitUntil(isSettled(id), submittedAt + wait);
         const now = Date.now();
-        const job = endpoint.find(id, now);
+        // A job the expire fault deleted as it ended is still this request's answer: RunPod hands the result over first.
+        const job = endpoint.find(id, now) ?? ended;
         return job ? json(jobObject(job, now)) : jobNotFound();
       },
     },
@@ -658,16 +689,34 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     },
   };
 
-  async function answer(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
+  /** The route's answer, or what an injected fault makes of it: "reset" when no HTTP answer is to be sent. */
+  async function answer(request: Request, url: URL, record: RecordedRequest): Promise<Response | "reset"> {
     if (request.headers.get("authorization") !== `Bearer ${config.apiKey}`) return new Response(null, { status: 401 });
     const match = /^\/v2\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
-    const route = match && match[1] === config.endpointId ? routes[match[2] ?? ""] : undefined;
+    const name = match?.[1] === config.endpointId ? API_ROUTES.find((known) => known === match[2]) : undefined;
     const jobId = match?.[3];
-    if (!route || route.takesJobId !== (jobId !== undefined)) return pageNotFound();
+    if (name === undefined || routes[name].takesJobId !== (jobId !== undefined)) return pageNotFound();
+    const route = routes[name];
     if (!route.methods.includes(request.method)) {
       return plainText("405 method not allowed", 405, { allow: route.methods.join(", ") });
     }
-    return route.handle({ request, url, jobId: jobId ?? "", record, now: Date.now() });
+    const ctx: RouteContext = { request, url, jobId: jobId ?? "", record, now: Date.now() };
+
+    // Decided on arrival, before anything is awaited, so that "the first N requests" follows arrival order.
+    const hit = faults.forRequest(name);
+    if (!hit) return route.handle(ctx);
+    record.faults = hit.names;
+    const { answer: fault, delayMs } = hit;
+    // A rate limiter turns a request away before the route acts on it...
+    if (fault?.name === "rate-limit") {
+      await hold(delayMs);
+      return faultAnswer(fault, config.retryAfterSeconds);
+    }
+    // ...while the other faults spoil or lose the answer of a route that did act (a /run under flaky
+    // or reset has created its job), and slow holds it back.
+    const routeAnswer = await route.handle(ctx);
+    await hold(delayMs);
+    return fault ? faultAnswer(fault, config.retryAfterSeconds) : routeAnswer;
   }
 
   const server = Bun.serve({
@@ -687,9 +736,10 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
       };
       requests.push(record);
       const response = await answer(request, url, record);
-      record.status = response.status;
+      // A connection cut without an answer keeps the status 0 of a request never answered.
+      if (response !== "reset") record.status = response.status;
       sync(Date.now());
-      return response;
+      return response === "reset" ? cutConnection() : response;
     },
   });
 
@@ -698,6 +748,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     endpointId: config.endpointId,
     apiKey: config.apiKey,
     requests,
+    faultsInjected: faults.injected,
     stop() {
       stopping ??= (async () => {
         clearTimeout(timer);
@@ -746,6 +797,7 @@ const EmulateArgsSchema = v.object({
   queueDelayMs: secondsArg("queue-delay"),
   executionMs: secondsArg("execution-time"),
   workers: integerArg("workers", 1, 64),
+  faultSeed: integerArg("fault-seed", 0, 2 ** 32 - 1),
 });
 
 export const emulateCommand = defineCommand({
@@ -780,6 +832,17 @@ export const emulateCommand = defineCommand({
       description: "Jobs run at the same time; more wait in the queue",
       default: "1",
     },
+    faults: {
+      type: "string",
+      valueHint: "list",
+      description: "Failures to inject: NAME[@ROUTE][=AMOUNT],... e.g. rate-limit=3,flaky@status=2,drop-output",
+    },
+    "fault-seed": {
+      type: "string",
+      valueHint: "n",
+      description: "Seed of the random draws of faults given as a rate (P%), so a run repeats exactly",
+      default: "1",
+    },
   },
   async run({ args }) {
     const envKey = process.env.RUNPOD_API_KEY || undefined;
@@ -792,9 +855,10 @@ export const emulateCommand = defineCommand({
       queueDelayMs: args["queue-delay"],
       executionMs: args["execution-time"],
       workers: args.workers,
+      faultSeed: args["fault-seed"],
     });
     if (!parsed.success) throw usageError(parsed.issues[0].message);
-    const options = parsed.output;
+    const options = { ...parsed.output, faults: parseFaults(args.faults ?? "") };
 
     let emulator: Emulator;
     try {
@@ -808,6 +872,7 @@ export const emulateCommand = defineCommand({
     process.stderr.write(
       `RunPod emulator on ${emulator.url} — endpoint ${emulator.endpointId}, ${options.workers} worker${plural}; Ctrl-C stops it\n`,
     );
+    if (options.faults.length > 0) process.stderr.write(`Injecting faults: ${args.faults?.trim()} (seed ${options.faultSeed})\n`);
     process.stdout.write(`export RUNPOD_ENDPOINT_BASE_URL=${emulator.url}\nexport RUNPOD_ENDPOINT_ID=${emulator.endpointId}\n`);
     // Never echo a key that came from the user: only the public built-in one is printed.
     if (keySource === "default") process.stdout.write(`export RUNPOD_API_KEY=${DEFAULT_API_KEY}\n`);

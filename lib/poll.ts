@@ -1,5 +1,5 @@
 // Waiting for a job, and showing the wait: one animated line on a terminal, a line per change elsewhere.
-import type { Job } from "./api.ts";
+import type { Health, Job } from "./api.ts";
 import { abortableSleep } from "./api.ts";
 
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
@@ -99,4 +99,20 @@ export function createProgress(stream: ProgressStream, { color, now = Date.now }
       stream.write("\r\x1b[2K");
     },
   };
+}
+
+/** Why jobs sit in the queue is the question health answers (pain point 2 of the reference). */
+export function describeHealth({ jobs, workers }: Health): string[] {
+  const list = (counts: Record<string, number>) => Object.entries(counts).map(([name, n]) => `${n} ${name}`).join(", ");
+  const lines = [Object.keys(jobs).length > 0 && `jobs: ${list(jobs)}`, `workers: ${list(workers)}`].filter((line) => typeof line === "string");
+  const free = (workers.idle ?? 0) + (workers.ready ?? 0);
+  if ((jobs.inQueue ?? 0) > 0 && free === 0) {
+    const why = [
+      workers.running && `${workers.running} busy`,
+      workers.throttled && `${workers.throttled} throttled: no GPU of this type is free`,
+      workers.initializing && `${workers.initializing} still starting`,
+    ].filter(Boolean);
+    lines.push(`jobs are queued and no worker is free${why.length ? ` (${why.join("; ")})` : ""}`);
+  }
+  return lines;
 }

@@ -2,6 +2,7 @@
 // file, and open them. Naming and decoding are pure; writing and opening are thin.
 import { link, mkdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Job } from "./api.ts";
 import { CliError, ExitCode } from "./errors.ts";
 import { describeFsError } from "./io.ts";
 
@@ -39,61 +40,148 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** The images of a COMPLETED job's `output.images`, as base64 strings (a data: URI prefix is tolerated). */
-export function decodeImages(output: unknown, jobId: string): Uint8Array[] {
+const MIME: Record<string, string> = {
+  png: "image/png",
+  jpg: "image/jpeg",
+  webp: "image/webp",
+  gif: "image/gif",
+  mp4: "video/mp4",
+  webm: "video/webm",
+};
+
+export const sha256Hex = (data: string | Uint8Array) => new Bun.CryptoHasher("sha256").update(data).digest("hex");
+
+/** A worker-given file name made harmless: no directories, no `..`, no control characters. */
+export function safeFileName(name: string): string | undefined {
+  const base = name.split(/[\\/]/).pop() ?? "";
+  const cleaned = base
+    .replace(/[\u0000-\u001f\u007f]/g, "")
+    .replace(/[^\p{L}\p{N}._ -]/gu, "_")
+    .replace(/^[.\s]+/, "")
+    .trim();
+  // Cut by characters, not UTF-16 units, so no character is split in two.
+  return [...cleaned].slice(0, 128).join("") || undefined;
+}
+
+/** One output of the job: base64 to decode, or why it cannot be. */
+export interface OutputItem {
+  base64?: string;
+  /** The worker's name for it, made safe. */
+  filename?: string;
+  problem?: string;
+}
+
+/**
+ * A COMPLETED job's `output` → its items. No output or an empty list is "no outputs" (exit 1,
+ * what RunPod leaves of a result over its size limit); a shape without an image list is exit 6.
+ */
+export function outputItems(output: unknown, jobId: string): OutputItem[] {
   const images = (output as { images?: unknown } | undefined)?.images;
   if (output === undefined || output === null || (Array.isArray(images) && images.length === 0)) {
-    throw new CliError(`job ${jobId} completed without outputs (a result over RunPod's size limit is dropped this way)`, ExitCode.jobFailed);
+    throw new CliError(`job ${jobId} completed without outputs (a result over RunPod's size limit is dropped this way)`, ExitCode.jobFailed, undefined, "no_outputs");
   }
-  if (!Array.isArray(images) || !images.every((x) => typeof x === "string")) {
-    throw new CliError(`job ${jobId} completed, but its output has no list of base64 images: ${JSON.stringify(output).slice(0, 200)}`, ExitCode.save);
-  }
-  return images.map((text, i) => {
-    try {
-      return Uint8Array.fromBase64(text.replace(/^data:[^,]*;base64,/, "").replace(/\s+/g, ""));
-    } catch {
-      throw new CliError(`job ${jobId}: image ${i + 1} is not valid base64`, ExitCode.save);
-    }
+  if (!Array.isArray(images)) return [{ problem: `the output has no list of images: ${JSON.stringify(output).slice(0, 120)}` }];
+  return images.map((image, i): OutputItem => {
+    if (typeof image === "string") return { base64: image };
+    const { data, type, filename } = (image ?? {}) as { data?: unknown; type?: unknown; filename?: unknown };
+    const name = typeof filename === "string" ? safeFileName(filename) : undefined;
+    if (typeof data === "string" && (type === undefined || type === "base64")) return { base64: data, filename: name };
+    return { filename: name, problem: `output ${i + 1} has a shape this client does not know: ${JSON.stringify(image).slice(0, 120)}` };
   });
 }
 
 export interface SavedFile {
   path: string;
   bytes: number;
+  type: string;
+  sha256: string;
+  /** The worker's own name for the file, made safe. */
+  filename?: string;
+}
+
+export interface SaveResult {
+  saved: SavedFile[];
+  /** One line per output that could not be saved. */
+  problems: string[];
 }
 
 /**
- * Writes each file next to its final name, then links it into place: link() fails rather than
- * replace an existing file, so nothing is overwritten and no reader ever sees a partial file.
+ * Decodes and writes every output it can. Each file is written under a temporary name, then
+ * linked into place: link() fails rather than replace an existing file, so nothing is
+ * overwritten and no reader ever sees a partial file.
  */
-export async function saveImages(images: readonly Uint8Array[], dir: string, date: Date): Promise<SavedFile[]> {
+export async function saveOutputs(items: readonly OutputItem[], dir: string, date: Date, maxBytes: number): Promise<SaveResult> {
+  const result: SaveResult = { saved: [], problems: [] };
   try {
     await mkdir(dir, { recursive: true });
   } catch (error) {
-    throw new CliError(`cannot create the output folder ${dir}: ${describeFsError(error)}`, ExitCode.save);
+    result.problems.push(`cannot create the output folder ${dir}: ${describeFsError(error)}`);
+    return result;
   }
-  const saved: SavedFile[] = [];
   let index = 1;
-  for (const bytes of images) {
+  for (const [i, item] of items.entries()) {
+    const bytes = decodeItem(item, i, maxBytes);
+    if (typeof bytes === "string") {
+      result.problems.push(bytes);
+      continue;
+    }
     const extension = extensionFromBytes(bytes);
-    const temporary = join(dir, `.send-to-runpod-${process.pid}-${Date.now()}-${index}.tmp`);
+    const temporary = join(dir, `.send-to-runpod-${crypto.randomUUID()}.tmp`);
     try {
       await writeFile(temporary, bytes, { flag: "wx" });
       for (;; index++) {
         const path = join(dir, outputName(date, index, extension));
         if (await placeWithoutOverwrite(temporary, path)) {
-          saved.push({ path, bytes: bytes.length });
+          result.saved.push({ path, bytes: bytes.length, type: MIME[extension] ?? "application/octet-stream", sha256: sha256Hex(bytes), ...(item.filename && { filename: item.filename }) });
           index++;
           break;
         }
       }
     } catch (error) {
       await unlink(temporary).catch(() => {});
-      const kept = saved.length ? ` (${saved.length} file${saved.length > 1 ? "s" : ""} saved before it)` : "";
-      throw new CliError(`cannot save results in ${dir}: ${describeFsError(error)}${kept}`, ExitCode.save);
+      // A full disk or a read-only folder will refuse the rest too.
+      result.problems.push(`cannot write into ${dir}: ${describeFsError(error)}`);
+      const rest = items.length - i - 1;
+      if (rest > 0) result.problems.push(`${rest} more output${rest > 1 ? "s" : ""} not attempted`);
+      break;
     }
   }
-  return saved;
+  return result;
+}
+
+/** The bytes of one output, or why not. */
+function decodeItem(item: OutputItem, i: number, maxBytes: number): Uint8Array | string {
+  if (item.base64 === undefined) return item.problem ?? `output ${i + 1} has no data`;
+  const base64 = item.base64.replace(/^data:[^,]*;base64,/, "").replace(/\s+/g, "");
+  if (!base64) return `output ${i + 1} is empty`;
+  const size = Math.floor((base64.length * 3) / 4) - (base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0);
+  if (size > maxBytes) return `output ${i + 1} is ${formatBytes(size)}, over --max-output-bytes (${formatBytes(maxBytes)})`;
+  try {
+    return Uint8Array.fromBase64(base64);
+  } catch {
+    return `output ${i + 1} is not valid base64`;
+  }
+}
+
+/** Keeps a job's raw answer where the user will look, so nothing paid for is lost. Returns its path. */
+export async function keepRawOutput(dir: string, job: Job): Promise<string> {
+  // Every character that could matter in a path becomes "_": distinct ids stay distinct enough, none escapes `dir`.
+  const path = join(dir, `job-${job.id.replace(/[^A-Za-z0-9_-]/g, "_") || "unknown"}.json`);
+  await mkdir(dir, { recursive: true });
+  await writeFileAtomically(path, `${JSON.stringify(job, null, 2)}\n`);
+  return path;
+}
+
+/** Write, then rename: a reader sees the old file or the new one, never half of one. */
+export async function writeFileAtomically(path: string, text: string): Promise<void> {
+  const temporary = `${path}.${process.pid}.tmp`;
+  try {
+    await writeFile(temporary, text);
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => {});
+    throw error;
+  }
 }
 
 async function placeWithoutOverwrite(temporary: string, path: string): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, type Mock, spyOn, test } from "bun:test";
 import { join } from "node:path";
 import {
   createClient,
@@ -27,29 +27,37 @@ const label = (f: Failure) => (f.kind === "http" ? `HTTP ${f.status}` : f.kind =
 
 describe("retryDelay", () => {
   const policy: RetryPolicy = { attempts: 5, baseDelayMs: 100, maxDelayMs: 1_000 };
+  // /run, /retry and /purge-queue are not idempotent: sent again only when the first certainly never reached RunPod
+  const notIdempotent = ["run", "retry", "purge-queue"] as const;
+  // status, cancel and health: every transient failure
+  const idempotent = ["status", "cancel", "health"] as const;
   const cases: [Operation, Failure, boolean][] = [
-    // /run: only failures after which the job certainly was not created
-    ["run", http(429), true],
-    ["run", network("ECONNREFUSED"), true],
-    ["run", network("ENOTFOUND"), true],
-    ["run", network("EAI_AGAIN"), true],
-    ["run", network("ECONNRESET"), false],
-    ["run", network("EPIPE"), false],
-    ["run", network(undefined), false],
-    ["run", timeout, false],
-    ["run", http(408), false],
-    ["run", http(500), false],
-    ["run", http(502), false],
-    ["run", http(503), false],
-    ["run", http(400), false],
-    ["run", http(401), false],
-    ["run", http(403), false],
-    ["run", http(404), false],
-    ["run", http(413), false],
-    // status and cancel: every transient failure
-    ...(["status", "cancel"] as const).flatMap((op): [Operation, Failure, boolean][] => [
+    ...notIdempotent.flatMap((op): [Operation, Failure, boolean][] => [
+      [op, http(429), true],
+      [op, network("ECONNREFUSED"), true],
+      [op, network("ENOTFOUND"), true],
+      [op, network("EAI_AGAIN"), true],
+      [op, network("ECONNRESET"), false],
+      [op, network("EPIPE"), false],
+      [op, network("ETIMEDOUT"), false],
+      [op, network(undefined), false],
+      [op, timeout, false],
+      [op, http(408), false],
+      [op, http(500), false],
+      [op, http(502), false],
+      [op, http(503), false],
+      [op, http(504), false],
+      [op, http(400), false],
+      [op, http(401), false],
+      [op, http(403), false],
+      [op, http(404), false],
+      [op, http(409), false],
+      [op, http(413), false],
+    ]),
+    ...idempotent.flatMap((op): [Operation, Failure, boolean][] => [
       [op, network("ECONNRESET"), true],
       [op, network("ECONNREFUSED"), true],
+      [op, network("ENOTFOUND"), true],
       [op, network(undefined), true],
       [op, timeout, true],
       [op, http(408), true],
@@ -112,6 +120,10 @@ describe("retryDelay", () => {
     ["status", http(429, "2"), policy, 1_000], // capped
     ["status", http(429, "2"), { ...policy, maxDelayMs: 15_000 }, 2_000],
     ["run", http(429, "3"), { ...policy, maxDelayMs: 15_000 }, 3_000],
+    ["retry", http(429, "3"), { ...policy, maxDelayMs: 15_000 }, 3_000],
+    ["purge-queue", http(429, "0.2"), policy, 200],
+    ["health", http(503, "0.3"), policy, 300],
+    ["purge-queue", http(503, "1"), policy, undefined], // a hint does not make a 503 safe to resend
     ["status", http(503, "0"), policy, 0],
     ["status", http(503, "soon"), policy, 50], // unreadable hint: normal backoff
     ["status", http(400, "1"), policy, undefined], // not retryable, hint or not
@@ -188,35 +200,71 @@ describe("errorBodyMessage", () => {
 });
 
 describe("failureToError", () => {
-  const target = { baseUrl: "https://api.runpod.ai/v2", endpointId: "ep-123", jobId: "job-9" };
+  const base = { baseUrl: "https://api.runpod.ai/v2", endpointId: "ep-123" };
+  /** What the client passes: a job id for the job routes, none for run, health and purge-queue. */
+  const targetOf = (op: Operation) => (["status", "cancel", "retry"].includes(op) ? { ...base, jobId: "job-9" } : base);
   const UNKNOWN_FATE = "the job may or may not have been created";
-  const cases: [Operation, Failure, ExitCode, (string | RegExp)[], string[]][] = [
-    ["run", http(401, undefined, '{"error": "Unauthorized"}'), ExitCode.credentials, ["rejected the API key", "HTTP 401: Unauthorized", "RUNPOD_API_KEY"], []],
-    ["status", http(403, undefined, ""), ExitCode.credentials, ["rejected the API key", "HTTP 403"], []],
-    ["run", http(404, undefined, ""), ExitCode.api, ['endpoint "ep-123" not found at https://api.runpod.ai/v2', "RUNPOD_ENDPOINT_ID"], ["expired"]],
-    ["status", http(404, undefined, '{"error": "job not found"}'), ExitCode.api, ["job job-9 no longer exists", "expired", "never existed", "job not found"], ["ep-123"]],
-    ["cancel", http(404, undefined, ""), ExitCode.api, ["job job-9 no longer exists"], []],
-    ["run", http(413, undefined, ""), ExitCode.usage, ["too large", "10 MB", "HTTP 413"], []],
-    ["run", http(500, undefined, "boom"), ExitCode.api, ["submitting the job failed (HTTP 500: boom)", UNKNOWN_FATE], []],
-    ["run", http(400, undefined, '{"error": "input must be an object"}'), ExitCode.api, ["submitting the job failed (HTTP 400: input must be an object)"], [UNKNOWN_FATE]],
-    ["run", http(429, undefined, ""), ExitCode.api, ["HTTP 429"], [UNKNOWN_FATE]],
-    ["status", http(500, undefined, ""), ExitCode.api, ["checking job job-9 failed (HTTP 500)"], [UNKNOWN_FATE]],
-    ["cancel", http(502, undefined, ""), ExitCode.api, ["cancelling job job-9 failed (HTTP 502)"], [UNKNOWN_FATE]],
-    ["run", network("ECONNRESET"), ExitCode.api, ["submitting the job failed: connect ECONNRESET (https://api.runpod.ai/v2)", UNKNOWN_FATE], []],
-    ["run", timeout, ExitCode.api, ["no answer within the request deadline", UNKNOWN_FATE], []],
-    ["run", network("ECONNREFUSED"), ExitCode.api, ["submitting the job failed: connect ECONNREFUSED"], [UNKNOWN_FATE]],
-    ["run", network("ENOTFOUND"), ExitCode.api, ["connect ENOTFOUND"], [UNKNOWN_FATE]],
-    ["status", network("ECONNRESET"), ExitCode.api, ["checking job job-9 failed: connect ECONNRESET"], [UNKNOWN_FATE]],
-    ["status", timeout, ExitCode.api, ["checking job job-9 failed: no answer within the request deadline"], [UNKNOWN_FATE]],
+  // [op, failure, exit code, error.code (null: see the known-bug test below), the message contains, and does not contain]
+  const cases: [Operation, Failure, ExitCode, string | null, string[], string[]][] = [
+    ["run", http(401, undefined, '{"error": "Unauthorized"}'), ExitCode.credentials, "credentials_rejected", ["rejected the API key", "HTTP 401: Unauthorized", "RUNPOD_API_KEY"], []],
+    ["status", http(403, undefined, ""), ExitCode.credentials, "credentials_rejected", ["rejected the API key", "HTTP 403"], []],
+    ["health", http(401, undefined, ""), ExitCode.credentials, "credentials_rejected", ["rejected the API key"], []],
+    ["purge-queue", http(403, undefined, ""), ExitCode.credentials, "credentials_rejected", ["rejected the API key"], []],
+    // 404 without a job id: the endpoint; with one: the job, which expired
+    ["run", http(404, undefined, ""), ExitCode.api, "endpoint_not_found", ['endpoint "ep-123" not found at https://api.runpod.ai/v2 (HTTP 404)', "RUNPOD_ENDPOINT_ID"], ["expired", "job"]],
+    ["health", http(404, undefined, ""), ExitCode.api, "endpoint_not_found", ['endpoint "ep-123" not found'], ["expired"]],
+    ["purge-queue", http(404, undefined, ""), ExitCode.api, "endpoint_not_found", ['endpoint "ep-123" not found'], ["expired"]],
+    ["status", http(404, undefined, '{"error": "job not found"}'), ExitCode.api, "job_not_found", ["job job-9 no longer exists", "expired", "30 minutes", "never existed", "job not found"], ["ep-123", "not found at"]],
+    ["cancel", http(404, undefined, ""), ExitCode.api, "job_not_found", ["job job-9 no longer exists", "expired"], ["ep-123"]],
+    ["retry", http(404, undefined, ""), ExitCode.api, "job_not_found", ["job job-9 no longer exists", "expired"], ["ep-123"]],
+    ["run", http(413, undefined, ""), ExitCode.usage, "request_too_large", ["too large", "10 MB", "HTTP 413"], []],
+    // /run: unless it certainly never arrived, its fate is unknown
+    ["run", http(500, undefined, "boom"), ExitCode.api, "submission_unknown", ["submitting the job failed (HTTP 500: boom)", UNKNOWN_FATE, "send-to-runpod health"], []],
+    ["run", http(503, undefined, ""), ExitCode.api, "submission_unknown", ["HTTP 503", UNKNOWN_FATE], []],
+    ["run", http(408, undefined, ""), ExitCode.api, "submission_unknown", ["HTTP 408", UNKNOWN_FATE], []],
+    ["run", http(400, undefined, '{"error": "input must be an object"}'), ExitCode.api, null, ["submitting the job failed (HTTP 400: input must be an object)"], []],
+    ["run", http(429, undefined, ""), ExitCode.api, "http_error", ["HTTP 429"], [UNKNOWN_FATE]],
+    ["run", network("ECONNRESET"), ExitCode.api, "submission_unknown", ["submitting the job failed: connect ECONNRESET (https://api.runpod.ai/v2)", UNKNOWN_FATE], []],
+    ["run", timeout, ExitCode.api, "submission_unknown", ["no answer within the request deadline", UNKNOWN_FATE], []],
+    ["run", network("ECONNREFUSED"), ExitCode.api, null, ["submitting the job failed: connect ECONNREFUSED"], [UNKNOWN_FATE]],
+    ["run", network("ENOTFOUND"), ExitCode.api, null, ["connect ENOTFOUND"], [UNKNOWN_FATE]],
+    // the other operations name what they were doing
+    ["status", http(500, undefined, ""), ExitCode.api, "http_error", ["checking job job-9 failed (HTTP 500)"], [UNKNOWN_FATE]],
+    ["cancel", http(502, undefined, ""), ExitCode.api, "http_error", ["cancelling job job-9 failed (HTTP 502)"], [UNKNOWN_FATE]],
+    ["retry", http(500, undefined, ""), ExitCode.api, "request_unknown", ["retrying job job-9 failed (HTTP 500)", "may or may not have been queued again"], [UNKNOWN_FATE]],
+    ["retry", http(400, undefined, '{"error": "job is not FAILED"}'), ExitCode.api, "http_error", ["retrying job job-9 failed (HTTP 400: job is not FAILED)"], []],
+    ["health", http(503, undefined, ""), ExitCode.api, "http_error", ["checking the endpoint's health failed (HTTP 503)"], [UNKNOWN_FATE, "undefined"]],
+    ["purge-queue", http(500, undefined, ""), ExitCode.api, "request_unknown", ["purging the queue failed (HTTP 500)", "may or may not have been purged"], [UNKNOWN_FATE, "undefined"]],
+    ["status", network("ECONNRESET"), ExitCode.api, "network", ["checking job job-9 failed: connect ECONNRESET"], [UNKNOWN_FATE]],
+    ["status", timeout, ExitCode.api, "network", ["checking job job-9 failed: no answer within the request deadline"], [UNKNOWN_FATE]],
+    ["health", network("ENOTFOUND"), ExitCode.api, "network", ["checking the endpoint's health failed: connect ENOTFOUND (https://api.runpod.ai/v2)"], []],
+    ["purge-queue", timeout, ExitCode.api, "request_unknown", ["purging the queue failed: no answer within the request deadline", "may or may not have been purged"], []],
   ];
-  for (const [op, failure, exitCode, contains, absent] of cases) {
-    test(`${op} after ${label(failure)} → exit ${exitCode}`, () => {
-      const error = failureToError(op, failure, target);
+  for (const [op, failure, exitCode, code, contains, absent] of cases) {
+    test(`${op} after ${label(failure)} → exit ${exitCode}${code ? `, code ${code}` : ""}`, () => {
+      const error = failureToError(op, failure, targetOf(op));
       expect(error).toBeInstanceOf(CliError);
       expect(error.exitCode).toBe(exitCode);
-      for (const text of contains) expect(error.message).toContain(text as string);
+      if (code) expect(error.code).toBe(code);
+      for (const text of contains) expect(error.message).toContain(text);
       for (const text of absent) expect(error.message).not.toContain(text);
       expect(error.message).not.toContain("\n");
+    });
+  }
+
+  // A /run that certainly never reached RunPod is a plain network failure, not an unknown fate.
+  for (const code of ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"]) {
+    test(`run after network ${code}: the job certainly was not created → code "network"`, () => {
+      expect(failureToError("run", network(code), base).code).toBe("network");
+    });
+  }
+
+  // A 4xx is RunPod refusing the request: no job exists, so nothing is unknown.
+  for (const failure of [http(400, undefined, '{"error": "input must be an object"}'), http(422, undefined, "")]) {
+    test(`run after ${label(failure)}: RunPod refused it, so no "fate unknown" and code http_error`, () => {
+      const error = failureToError("run", failure, base);
+      expect(error.message).not.toContain(UNKNOWN_FATE);
+      expect(error.code).toBe("http_error");
     });
   }
 });
@@ -244,9 +292,10 @@ describe("parseJob", () => {
     ["<html>502 Bad Gateway</html>", /^RunPod answered with something that is not JSON: "<html>502 Bad Gateway<\/html>"$/],
   ];
   for (const [text, message] of refused) {
-    test(`${JSON.stringify(text)} → exit 4`, () => {
+    test(`${JSON.stringify(text)} → exit 4, code malformed_response`, () => {
       const error = thrown(() => parseJob(text));
       expect(error.exitCode).toBe(ExitCode.api);
+      expect(error.code).toBe("malformed_response");
       expect(error.message).toMatch(message);
     });
   }
@@ -256,6 +305,7 @@ describe("jobFailure", () => {
   test("python-worker-exception.json: type and message in the line, traceback only in detail", async () => {
     const error = jobFailure(parseJob(await fixture("python-worker-exception.json")));
     expect(error.exitCode).toBe(ExitCode.jobFailed);
+    expect(error.code).toBe("job_failed");
     expect(error.message).toBe("job c0ffee00-0000-4000-8000-000000000007-u1 ended FAILED after 1.2 s: KeyError: 'reference_images'");
     expect(error.detail).toStartWith("Traceback (most recent call last):");
     expect(error.detail).toContain("line 42, in handler");
@@ -274,7 +324,7 @@ describe("jobFailure", () => {
 
   test("timed-out.json: status, no reason, no detail", async () => {
     const error = jobFailure(parseJob(await fixture("timed-out.json")));
-    expect([error.exitCode, error.message, error.detail]).toEqual([ExitCode.jobFailed, "job c0ffee00-0000-4000-8000-000000000011-u1 ended TIMED_OUT", undefined]);
+    expect([error.exitCode, error.code, error.message, error.detail]).toEqual([ExitCode.jobFailed, "job_timed_out", "job c0ffee00-0000-4000-8000-000000000011-u1 ended TIMED_OUT", undefined]);
   });
 
   test("worker-comfyui-5-validation-failed.json: one line, the rest in detail", async () => {
@@ -287,19 +337,22 @@ describe("jobFailure", () => {
     expect(error.detail).toStartWith("• Node 4 (errors)");
   });
 
-  const cases: [Job, string, string | undefined][] = [
-    [{ id: "j", status: "CANCELLED" }, "job j ended CANCELLED", undefined],
-    [{ id: "j", status: "FAILED", executionTime: 61_000, error: "boom" }, "job j ended FAILED after 61.0 s: boom", undefined],
-    [{ id: "j", status: "FAILED", error: { code: 3 } }, 'job j ended FAILED: {"code":3}', undefined],
-    [{ id: "j", status: "FAILED", error: "line one\nline two" }, "job j ended FAILED: line one", "line two"],
-    [{ id: "j", status: "FAILED", error: '{"error_message": "only a message"}' }, "job j ended FAILED: only a message", undefined],
-    [{ id: "j", status: "FAILED", error: "42" }, "job j ended FAILED: 42", undefined],
-    [{ id: "j", status: "FAILED", error: "x", output: { details: "one detail" } }, "job j ended FAILED: x — one detail", undefined],
+  const cases: [Job, string, string, string | undefined][] = [
+    [{ id: "j", status: "CANCELLED" }, "job_cancelled", "job j ended CANCELLED", undefined],
+    [{ id: "j", status: "TIMED_OUT", executionTime: 600_000 }, "job_timed_out", "job j ended TIMED_OUT after 600.0 s", undefined],
+    [{ id: "j", status: "FAILED", executionTime: 61_000, error: "boom" }, "job_failed", "job j ended FAILED after 61.0 s: boom", undefined],
+    [{ id: "j", status: "FAILED", error: { code: 3 } }, "job_failed", 'job j ended FAILED: {"code":3}', undefined],
+    [{ id: "j", status: "FAILED", error: "line one\nline two" }, "job_failed", "job j ended FAILED: line one", "line two"],
+    [{ id: "j", status: "FAILED", error: '{"error_message": "only a message"}' }, "job_failed", "job j ended FAILED: only a message", undefined],
+    [{ id: "j", status: "FAILED", error: "42" }, "job_failed", "job j ended FAILED: 42", undefined],
+    [{ id: "j", status: "FAILED", error: "x", output: { details: "one detail" } }, "job_failed", "job j ended FAILED: x — one detail", undefined],
+    // an unknown terminal status still gets a stable, lower-case code
+    [{ id: "j", status: "EXPIRED" }, "job_expired", "job j ended EXPIRED", undefined],
   ];
-  for (const [job, message, detail] of cases) {
-    test(`${JSON.stringify(job)} → ${message}`, () => {
+  for (const [job, code, message, detail] of cases) {
+    test(`${JSON.stringify(job)} → ${code}: ${message}`, () => {
       const error = jobFailure(job);
-      expect([error.exitCode, error.message, error.detail]).toEqual([ExitCode.jobFailed, message, detail]);
+      expect([error.exitCode, error.code, error.message, error.detail]).toEqual([ExitCode.jobFailed, code, message, detail]);
     });
   }
 });
@@ -320,10 +373,28 @@ interface Seen {
 
 const servers: ReturnType<typeof Bun.serve>[] = [];
 const hanging: (() => void)[] = [];
+const spies: Mock<(ms: number) => AbortSignal>[] = [];
 afterEach(() => {
+  for (const spy of spies.splice(0)) spy.mockRestore();
   for (const release of hanging.splice(0)) release();
   for (const server of servers.splice(0)) server.stop(true);
 });
+
+/**
+ * Records the deadline the client sets on each request (it uses AbortSignal.timeout). `cap` makes the
+ * real signal fire sooner, so a test can see a long deadline expire without waiting for it.
+ */
+function deadlines(cap = Number.POSITIVE_INFINITY) {
+  const real = AbortSignal.timeout.bind(AbortSignal);
+  const asked: number[] = [];
+  spies.push(
+    spyOn(AbortSignal, "timeout").mockImplementation((ms: number) => {
+      asked.push(ms);
+      return real(Math.min(ms, cap));
+    }),
+  );
+  return asked;
+}
 
 /** A loopback server; `answer` gets the request and its 1-based number. */
 function serve(answer: (request: Request, n: number) => Response | Promise<Response>) {
@@ -386,6 +457,121 @@ describe("createClient", () => {
     ]);
   });
 
+  test("ids are path-encoded: a job id cannot leave its route", async () => {
+    const { seen, baseUrl } = serve(() => Response.json({ id: "x", status: "IN_QUEUE" }));
+    const client = createClient({ baseUrl, endpointId: "ep/../x", apiKey: KEY, retry: FAST });
+    await client.status("../../purge-queue");
+    await client.retry("a b?c#d");
+    expect(seen.map((s) => s.path)).toEqual(["/v2/ep%2F..%2Fx/status/..%2F..%2Fpurge-queue", "/v2/ep%2F..%2Fx/retry/a%20b%3Fc%23d"]);
+  });
+
+  test("retry: POST {base}/{endpoint}/retry/{id} with an empty JSON object → the requeued job", async () => {
+    const { seen, baseUrl } = serve(() => Response.json({ id: "job-7", status: "IN_QUEUE" }));
+    const client = createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST });
+    expect(await client.retry("job-7")).toEqual({ id: "job-7", status: "IN_QUEUE" });
+    expect(seen).toEqual([{ method: "POST", path: "/v2/ep-1/retry/job-7", authorization: `Bearer ${KEY}`, contentType: expect.stringContaining("application/json"), body: "{}" }]);
+  });
+
+  test("retry is sent again after a 429, never after a 500", async () => {
+    const limited = serve((_, n) => (n === 1 ? new Response("", { status: 429 }) : Response.json({ id: "j", status: "IN_QUEUE" })));
+    expect(await createClient({ baseUrl: limited.baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).retry("j")).toEqual({ id: "j", status: "IN_QUEUE" });
+    expect(limited.seen).toHaveLength(2);
+
+    const crashed = serve(() => new Response("boom", { status: 500 }));
+    const error = await rejected(createClient({ baseUrl: crashed.baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).retry("j"));
+    expect(crashed.seen).toHaveLength(1);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "request_unknown"]);
+    expect(error.message).toStartWith("retrying job j failed (HTTP 500: boom); the job may or may not have been queued again");
+  });
+
+  test("retry of an expired job → job_not_found", async () => {
+    const { baseUrl } = serve(() => new Response("", { status: 404 }));
+    const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST }).retry("old"));
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "job_not_found"]);
+    expect(error.message).toStartWith("job old no longer exists");
+  });
+
+  test("health: GET {base}/{endpoint}/health without a body → the counts (fixture health.json)", async () => {
+    const body = await fixture("health.json");
+    const { seen, baseUrl } = serve(() => new Response(body, { headers: { "content-type": "application/json" } }));
+    const client = createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST });
+    expect(await client.health()).toEqual(JSON.parse(body));
+    expect(seen).toEqual([{ method: "GET", path: "/v2/ep-1/health", authorization: `Bearer ${KEY}`, contentType: null, body: "" }]);
+  });
+
+  test("health: no jobs counts → an empty jobs object; unknown fields are kept", async () => {
+    const { baseUrl } = serve(() => Response.json({ workers: { idle: 2, unhealthy: 1 }, region: "EU" }));
+    expect(await createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST }).health()).toEqual({ jobs: {}, workers: { idle: 2, unhealthy: 1 }, region: "EU" });
+  });
+
+  test("health is sent again after a 503 (it changes nothing)", async () => {
+    const { seen, baseUrl } = serve((_, n) => (n === 1 ? new Response("", { status: 503 }) : Response.json({ jobs: {}, workers: { idle: 1 } })));
+    const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} });
+    expect((await client.health()).workers).toEqual({ idle: 1 });
+    expect(seen).toHaveLength(2);
+  });
+
+  const malformedHealth: [string, RegExp][] = [
+    ['{"jobs": {"inQueue": 1}}', /^RunPod's \/health answered in an unknown shape: \{"jobs":\{"inQueue":1\}\}$/],
+    ['{"workers": {"idle": "1"}}', /unknown shape/],
+    ['{"jobs": 3, "workers": {}}', /unknown shape/],
+    ["null", /unknown shape/],
+    ["[]", /unknown shape/],
+    ["<html>ok</html>", /^RunPod's \/health answered with something that is not JSON: "<html>ok<\/html>"$/],
+    ["", /not JSON/],
+  ];
+  for (const [body, message] of malformedHealth) {
+    test(`health answering 200 ${JSON.stringify(body)} → exit 4, malformed_response, not retried`, async () => {
+      const { seen, baseUrl } = serve(() => new Response(body, { status: 200 }));
+      const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).health());
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "malformed_response"]);
+      expect(error.message).toMatch(message);
+      expect(seen).toHaveLength(1);
+    });
+  }
+
+  test("health on an unknown endpoint → endpoint_not_found naming it", async () => {
+    const { baseUrl } = serve(() => new Response("", { status: 404 }));
+    const error = await rejected(createClient({ baseUrl, endpointId: "ep-x", apiKey: KEY, retry: FAST }).health());
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "endpoint_not_found"]);
+    expect(error.message).toContain('endpoint "ep-x" not found');
+  });
+
+  test("purgeQueue: POST {base}/{endpoint}/purge-queue with {} → the number removed", async () => {
+    const { seen, baseUrl } = serve(() => Response.json({ removed: 3, status: "completed" }));
+    expect(await createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST }).purgeQueue()).toBe(3);
+    expect(seen).toEqual([{ method: "POST", path: "/v2/ep-1/purge-queue", authorization: `Bearer ${KEY}`, contentType: expect.stringContaining("application/json"), body: "{}" }]);
+  });
+
+  test("purgeQueue is sent again after a 429, never after a 503 or a timeout", async () => {
+    const limited = serve((_, n) => (n === 1 ? new Response("", { status: 429 }) : Response.json({ removed: 0 })));
+    expect(await createClient({ baseUrl: limited.baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).purgeQueue()).toBe(0);
+    expect(limited.seen).toHaveLength(2);
+
+    const busy = serve(() => new Response("", { status: 503 }));
+    const error = await rejected(createClient({ baseUrl: busy.baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).purgeQueue());
+    expect(busy.seen).toHaveLength(1);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "request_unknown"]);
+    expect(error.message).toStartWith("purging the queue failed (HTTP 503); the queue may or may not have been purged");
+
+    const silent = serve(never);
+    deadlines(30);
+    const timedOut = await rejected(createClient({ baseUrl: silent.baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 30, sleep: async () => {} }).purgeQueue());
+    expect(silent.seen).toHaveLength(1);
+    expect(timedOut.code).toBe("request_unknown");
+    expect(timedOut.message).toStartWith(`purging the queue failed: no answer within the request deadline (${silent.baseUrl})`);
+  });
+
+  const malformedPurge = ['{"status": "completed"}', '{"removed": "3"}', '{"removed": null}', "3"];
+  for (const body of malformedPurge) {
+    test(`purgeQueue answering 200 ${JSON.stringify(body)} → exit 4, malformed_response`, async () => {
+      const { baseUrl } = serve(() => new Response(body));
+      const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST }).purgeQueue());
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "malformed_response"]);
+      expect(error.message).toStartWith("RunPod's /purge-queue answered in an unknown shape");
+    });
+  }
+
   test("status retries a 503, then succeeds", async () => {
     const { seen, baseUrl } = serve((_, n) => (n === 1 ? new Response("busy", { status: 503 }) : Response.json({ id: "j", status: "COMPLETED" })));
     const waits: number[] = [];
@@ -412,7 +598,7 @@ describe("createClient", () => {
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST });
     const error = await rejected(client.status("j"));
     expect(seen).toHaveLength(FAST.attempts);
-    expect(error.exitCode).toBe(ExitCode.api);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "http_error"]);
     expect(error.message).toBe("checking job j failed (HTTP 500: worker crashed)");
   });
 
@@ -429,7 +615,7 @@ describe("createClient", () => {
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST });
     const error = await rejected(client.run({}));
     expect(seen).toHaveLength(1);
-    expect(error.exitCode).toBe(ExitCode.api);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "submission_unknown"]);
     expect(error.message).toContain("may or may not have been created");
   });
 
@@ -451,7 +637,7 @@ describe("createClient", () => {
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, onRequest: (line) => lines.push(line) });
     const error = await rejected(client.run({}));
     expect(seen).toHaveLength(1);
-    expect(error.exitCode).toBe(ExitCode.credentials);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.credentials, "credentials_rejected"]);
     expect(`${error.message}\n${error.detail ?? ""}\n${error.stack ?? ""}\n${JSON.stringify(lines)}`).not.toContain(KEY);
   });
 
@@ -459,7 +645,7 @@ describe("createClient", () => {
     const { baseUrl } = serve(() => new Response("", { status: 404 }));
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST });
     const error = await rejected(client.status("old-job"));
-    expect(error.exitCode).toBe(ExitCode.api);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "job_not_found"]);
     expect(error.message).toContain("job old-job no longer exists");
   });
 
@@ -468,7 +654,7 @@ describe("createClient", () => {
     const lines: RequestLine[] = [];
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {}, onRequest: (line) => lines.push(line) });
     const error = await rejected(client.status("j"));
-    expect(error.exitCode).toBe(ExitCode.api);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "malformed_response"]);
     expect(error.message).toContain("not JSON");
     // one onRequest line per HTTP exchange, and the server did answer
     expect(lines).toHaveLength(seen.length);
@@ -477,14 +663,45 @@ describe("createClient", () => {
 
   test("a per-request timeout: /run is not retried and its fate is unknown", async () => {
     const { seen, baseUrl } = serve(never);
+    const asked = deadlines(50);
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 50 });
     const started = performance.now();
     const error = await rejected(client.run({}));
     expect(performance.now() - started).toBeLessThan(1_000);
+    expect(asked).toEqual([50]);
     expect(seen).toHaveLength(1);
     expect(error.exitCode).toBe(ExitCode.api);
+    expect(error.code).toBe("submission_unknown");
     expect(error.message).toContain("no answer within the request deadline");
     expect(error.message).toContain("may or may not have been created");
+  });
+
+  test("the request deadline grows by one second per whole MB of body", async () => {
+    const { seen, baseUrl } = serve((request) =>
+      Response.json(new URL(request.url).pathname.endsWith("/health") ? { workers: { idle: 1 } } : { id: "j", status: "IN_QUEUE" }),
+    );
+    const asked = deadlines();
+    const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 5_000 });
+    await client.status("j"); // no body
+    await client.health(); // no body
+    await client.run({}); // a few bytes
+    await client.run({ image: "A".repeat(999_000) }); // just under 1 MB
+    await client.run({ image: "A".repeat(2_500_000) }); // 2.5 MB: two more seconds
+    await client.retry("j"); // "{}"
+    expect(seen.map((s) => s.body.length)).toEqual([0, 0, 12, 999_022, 2_500_022, 2]);
+    expect(asked).toEqual([5_000, 5_000, 5_000, 5_000, 7_000, 5_000]);
+  });
+
+  test("a short deadline: a GET without an answer in time times out", async () => {
+    const { seen, baseUrl } = serve(async () => {
+      await Bun.sleep(120);
+      return Response.json({ id: "j", status: "IN_QUEUE" });
+    });
+    const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: { ...FAST, attempts: 1 }, requestTimeoutMs: 30 });
+    const error = await rejected(client.status("j"));
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "network"]);
+    expect(error.message).toContain("no answer within the request deadline");
+    expect(seen).toHaveLength(1);
   });
 
   test("a per-request timeout: status is retried", async () => {
@@ -512,8 +729,8 @@ describe("createClient", () => {
   test("onRequest reports a timed-out request as no answer", async () => {
     const { baseUrl } = serve(never);
     const lines: RequestLine[] = [];
-    const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 30, onRequest: (line) => lines.push(line) });
-    await rejected(client.run({}));
+    const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: { ...FAST, attempts: 1 }, requestTimeoutMs: 30, onRequest: (line) => lines.push(line) });
+    await rejected(client.status("j"));
     expect(lines.map((l) => l.status)).toEqual(["no answer"]);
   });
 

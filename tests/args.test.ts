@@ -1,14 +1,22 @@
 import { describe, expect, mock, test } from "bun:test";
+import type { ArgsDef } from "citty";
 import {
   apiKeyFromConfigToml,
   connectionArgs,
   DEFAULT_BASE_URL,
+  jobIdArg,
+  type Options,
   type ParsedValues,
   parseArgv,
+  policyArgs,
+  reportArgs,
+  requestExtras,
   requireCredentials,
-  resolveRunOptions,
+  resolveOptions,
   runArgs,
   type Sources,
+  submitArgs,
+  waitArgs,
 } from "../lib/args.ts";
 import { ExitCode } from "../lib/errors.ts";
 import { thrown } from "./helpers.ts";
@@ -18,7 +26,57 @@ const sources = (env: Record<string, string | undefined> = {}, configKey?: strin
   return { env, configApiKey } satisfies Sources;
 };
 
-const resolveArgv = (argv: string[], from: Sources = sources()) => resolveRunOptions(parseArgv(argv, runArgs), from);
+const resolveArgv = (argv: string[], from: Sources = sources()) => resolveOptions(parseArgv(argv, runArgs), from);
+
+/** The flags of status, cancel and retry: a job id and nothing about waiting. */
+const jobDef = { ...jobIdArg, ...connectionArgs, ...reportArgs } as const satisfies ArgsDef;
+
+describe("argument fragments", () => {
+  test("runArgs keeps the original script's flags first, in its order", () => {
+    expect(Object.keys(runArgs).slice(0, 10)).toEqual([
+      "workflow",
+      "images",
+      "images-dir",
+      "output",
+      "no-open",
+      "timeout",
+      "poll-interval",
+      "api-key",
+      "endpoint-id",
+      "base-url",
+    ]);
+  });
+
+  test("runArgs is exactly the union of submit, wait, policy, connection and report flags", () => {
+    const fragments: ArgsDef[] = [submitArgs, waitArgs, policyArgs, connectionArgs, reportArgs];
+    const union = fragments.flatMap((fragment) => Object.keys(fragment));
+    expect(new Set(union).size).toBe(union.length); // no flag in two fragments
+    expect(Object.keys(runArgs).sort()).toEqual(union.sort());
+    // the same definitions, not copies that could drift
+    const byName: ArgsDef = Object.assign({}, ...fragments);
+    for (const [name, arg] of Object.entries(runArgs as ArgsDef)) expect(arg).toBe(byName[name]!);
+  });
+
+  test("the default command has no positional, so a workflow path is never taken for one", () => {
+    expect(Object.values(runArgs as ArgsDef).filter((arg) => arg.type === "positional")).toEqual([]);
+    expect(jobIdArg["job-id"].type).toBe("positional");
+  });
+
+  test("the defaults resolveOptions falls back to are the ones --help shows", () => {
+    expect([waitArgs.output.default, waitArgs.timeout.default, waitArgs["poll-interval"].default, waitArgs["max-output-bytes"].default]).toEqual([
+      "./output",
+      "600",
+      "2",
+      "2GB",
+    ]);
+  });
+
+  test("every flag that takes a value names it for --help", () => {
+    for (const [name, arg] of Object.entries({ ...runArgs, ...jobIdArg })) {
+      if (arg.type !== "boolean") expect([name, arg.valueHint]).toEqual([name, expect.stringMatching(/^[A-Z_.]+$/)]);
+    }
+  });
+});
 
 describe("parseArgv", () => {
   const parsed: [string[], ParsedValues][] = [
@@ -45,6 +103,11 @@ describe("parseArgv", () => {
     // `--` ends the options (and a variadic list)
     [["--workflow", "f.json", "--"], { workflow: ["f.json"] }],
     [["--images", "a.png", "--"], { images: ["a.png"] }],
+    // the flags of issue 3
+    [["--no-wait", "--low-priority", "--no-cancel", "--json", "--quiet"], { "no-wait": true, "low-priority": true, "no-cancel": true, json: true, quiet: true }],
+    [["--policy-timeout", "60", "--ttl=120"], { "policy-timeout": ["60"], ttl: ["120"] }],
+    [["--webhook", "https://hooks.example/x?a=1&b=2"], { webhook: ["https://hooks.example/x?a=1&b=2"] }],
+    [["--manifest", "m.json", "--max-output-bytes", "500MB"], { manifest: ["m.json"], "max-output-bytes": ["500MB"] }],
   ];
   for (const [argv, expected] of parsed) {
     test(`${JSON.stringify(argv)} → ${JSON.stringify(expected)}`, () => {
@@ -92,26 +155,94 @@ describe("parseArgv", () => {
   }
 
   test("only the flags of the given definition are known", () => {
+    expect(thrown(() => parseArgv(["--json"], submitArgs)).message).toBe("unknown option --json");
     expect(parseArgv(["--api-key", "k"], connectionArgs)).toEqual({ "api-key": ["k"] });
     expect(thrown(() => parseArgv(["--workflow", "f.json"], connectionArgs)).message).toStartWith("unknown option --workflow");
   });
 });
 
-describe("resolveRunOptions", () => {
-  test("defaults: ./output, 600 s, 2 s, open, the RunPod base URL", () => {
-    expect(resolveArgv(["--workflow", "f.json"])).toEqual({
-      workflow: "f.json",
-      images: [],
-      imagesDirs: [],
-      output: "./output",
-      open: true,
-      timeoutMs: 600_000,
-      pollIntervalMs: 2_000,
-      apiKey: undefined,
-      endpointId: undefined,
-      baseUrl: DEFAULT_BASE_URL,
-      verbose: false,
+describe("parseArgv with a positional (status, wait, cancel, retry)", () => {
+  const parsed: [string[], ParsedValues][] = [
+    [["abc-u1", "--json"], { "job-id": "abc-u1", json: true }],
+    [["--json", "abc-u1"], { "job-id": "abc-u1", json: true }],
+    [["abc-u1"], { "job-id": "abc-u1" }],
+    [[], {}],
+    [["--api-key", "k", "abc-u1"], { "api-key": ["k"], "job-id": "abc-u1" }],
+    [["--api-key=k", "abc-u1", "--endpoint-id", "ep"], { "api-key": ["k"], "job-id": "abc-u1", "endpoint-id": ["ep"] }],
+    // a flag's value may start with "-"; it is the value, not a positional
+    [["--api-key", "-k-", "abc-u1"], { "api-key": ["-k-"], "job-id": "abc-u1" }],
+    // a job id that looks like a subcommand or a file is still the job id
+    [["status", "--quiet"], { "job-id": "status", quiet: true }],
+    [["abc-u1", "--"], { "job-id": "abc-u1" }],
+  ];
+  for (const [argv, expected] of parsed) {
+    test(`${JSON.stringify(argv)} → ${JSON.stringify(expected)}`, () => {
+      expect(parseArgv(argv, jobDef)).toEqual(expected);
     });
+  }
+
+  const refused: [string[], RegExp][] = [
+    [["abc-u1", "def-u2"], /^unexpected argument "def-u2"$/],
+    [["abc-u1", "--json", "def-u2"], /^unexpected argument "def-u2"$/],
+    // a word starting with "-" is never taken as a positional
+    [["-abc-u1"], /^unknown option "-abc-u1" \(options are spelled --name\)$/],
+    [["-5"], /^unknown option "-5"/],
+    [["-"], /^unexpected argument "-"$/],
+    [["abc-u1", "--", "def-u2"], /^unexpected argument "def-u2"$/],
+    // the positional is not a flag
+    [["--job-id", "abc-u1"], /^unknown option --job-id$/],
+    [["--job-id=abc-u1"], /^unknown option --job-id$/],
+    [["--jobid", "abc-u1"], /^unknown option --jobid$/],
+  ];
+  for (const [argv, message] of refused) {
+    test(`${JSON.stringify(argv)} → usage error ${message}`, () => {
+      const error = thrown(() => parseArgv(argv, jobDef));
+      expect(error.exitCode).toBe(ExitCode.usage);
+      expect(error.message).toMatch(message);
+    });
+  }
+
+  // Only a command that has --workflow suggests it.
+  test("a stray .json word after the job id is not answered with --workflow, which the command does not have", () => {
+    const error = thrown(() => parseArgv(["abc-u1", "flow.json"], jobDef));
+    expect(error.message).toBe('unexpected argument "flow.json"');
+  });
+
+  test("the same words with the default command's flags: no positional there", () => {
+    expect(thrown(() => parseArgv(["abc-u1", "--json"], runArgs)).message).toBe('unexpected argument "abc-u1"');
+  });
+});
+
+describe("resolveOptions", () => {
+  const DEFAULTS: Options = {
+    jobId: undefined,
+    workflow: undefined,
+    images: [],
+    imagesDirs: [],
+    output: "./output",
+    open: true,
+    timeoutMs: 600_000,
+    pollIntervalMs: 2_000,
+    cancelOnTimeout: true,
+    manifest: undefined,
+    maxOutputBytes: 2_000_000_000,
+    wait: true,
+    executionTimeoutMs: undefined,
+    ttlMs: undefined,
+    webhook: undefined,
+    lowPriority: false,
+    apiKey: undefined,
+    endpointId: undefined,
+    baseUrl: DEFAULT_BASE_URL,
+    json: false,
+    quiet: false,
+    verbose: false,
+    yes: false,
+  };
+
+  test("defaults: ./output, 600 s, 2 s, open, cancel on timeout, wait, 2 GB cap, the RunPod base URL", () => {
+    // toStrictEqual: every field is present, even when undefined
+    expect(resolveArgv(["--workflow", "f.json"])).toStrictEqual({ ...DEFAULTS, workflow: "f.json" });
   });
 
   test("every flag lands in its field", () => {
@@ -128,9 +259,20 @@ describe("resolveRunOptions", () => {
       "--api-key", "KEY",
       "--endpoint-id", "ep",
       "--base-url", "http://127.0.0.1:8000/",
+      "--no-wait",
+      "--policy-timeout", "300",
+      "--ttl", "3600",
+      "--webhook", "https://hooks.example/done",
+      "--low-priority",
+      "--no-cancel",
+      "--manifest", "run.json",
+      "--max-output-bytes", "500MB",
+      "--json",
+      "--quiet",
       "--verbose",
     ];
-    expect(resolveArgv(argv)).toEqual({
+    expect(resolveArgv(argv)).toStrictEqual({
+      jobId: undefined,
       workflow: "f.json",
       images: ["a.png", "b.png", "c.png"],
       imagesDirs: ["in", "more"],
@@ -138,11 +280,47 @@ describe("resolveRunOptions", () => {
       open: false,
       timeoutMs: 1_200_000,
       pollIntervalMs: 500,
+      cancelOnTimeout: false,
+      manifest: "run.json",
+      maxOutputBytes: 500_000_000,
+      wait: false,
+      executionTimeoutMs: 300_000,
+      ttlMs: 3_600_000,
+      webhook: "https://hooks.example/done",
+      lowPriority: true,
       apiKey: "KEY",
       endpointId: "ep",
       baseUrl: "http://127.0.0.1:8000",
+      json: true,
+      quiet: true,
       verbose: true,
+      yes: false,
     });
+  });
+
+  test("a subcommand's flags: the job id from the positional, every flag it lacks at its default", () => {
+    const options = resolveOptions(parseArgv(["abc-u1", "--json", "--api-key", "KEY"], jobDef), sources());
+    expect(options).toStrictEqual({ ...DEFAULTS, jobId: "abc-u1", json: true, apiKey: "KEY" });
+  });
+
+  test("wait's flags: job id, output and the wait settings", () => {
+    const def = { ...jobIdArg, ...waitArgs, ...connectionArgs, ...reportArgs };
+    const argv = ["--output", "o", "abc-u1", "--no-cancel", "--timeout=30", "--manifest=m.json", "--max-output-bytes", "1kB"];
+    expect(resolveOptions(parseArgv(argv, def), sources())).toStrictEqual({
+      ...DEFAULTS,
+      jobId: "abc-u1",
+      output: "o",
+      timeoutMs: 30_000,
+      cancelOnTimeout: false,
+      manifest: "m.json",
+      maxOutputBytes: 1_000,
+    });
+  });
+
+  test("--yes (a flag of purge-queue) lands in yes", () => {
+    const def = { ...connectionArgs, ...reportArgs, yes: { type: "boolean" } } as const satisfies ArgsDef;
+    expect(resolveOptions(parseArgv(["--yes"], def), sources()).yes).toBe(true);
+    expect(resolveOptions(parseArgv(["--yes=false"], def), sources()).yes).toBe(false);
   });
 
   test("--no-open=false and --verbose=false keep the defaults", () => {
@@ -169,13 +347,57 @@ describe("resolveRunOptions", () => {
     ["poll-interval", "0.05", /^--poll-interval must be at least 0.1 s$/],
     ["poll-interval", "0", /^--poll-interval must be at least 0.1 s$/],
     ["poll-interval", "fast", /^--poll-interval must be a number of seconds$/],
+    // RunPod's policy.executionTimeout: 5 s to 7 days, sent in ms
+    ["policy-timeout", "5", 5_000],
+    ["policy-timeout", "60.5", 60_500],
+    ["policy-timeout", "604800", 604_800_000],
+    ["policy-timeout", "4.99", /^--policy-timeout must be at least 5 s$/],
+    ["policy-timeout", "0", /^--policy-timeout must be at least 5 s$/],
+    ["policy-timeout", "604800.5", /^--policy-timeout must be at most 604800 s$/],
+    ["policy-timeout", "1000000", /^--policy-timeout must be at most 604800 s$/],
+    ["policy-timeout", "1h", /^--policy-timeout must be a number of seconds$/],
+    // RunPod's policy.ttl: 10 s to 7 days
+    ["ttl", "10", 10_000],
+    ["ttl", "86400", 86_400_000],
+    ["ttl", "604800", 604_800_000],
+    ["ttl", "9.99", /^--ttl must be at least 10 s$/],
+    ["ttl", "5", /^--ttl must be at least 10 s$/],
+    ["ttl", "604801", /^--ttl must be at most 604800 s$/],
+    ["ttl", "-10", /^--ttl must be a number of seconds$/],
+    // --max-output-bytes: decimal units, any letter case, whole bytes
+    ["max-output-bytes", "2GB", 2_000_000_000],
+    ["max-output-bytes", "500MB", 500_000_000],
+    ["max-output-bytes", "500 mb", 500_000_000],
+    ["max-output-bytes", "1.5kB", 1_500],
+    ["max-output-bytes", "1.5KB", 1_500],
+    ["max-output-bytes", "10", 10],
+    ["max-output-bytes", "10b", 10],
+    ["max-output-bytes", "1TB", 1_000_000_000_000],
+    ["max-output-bytes", " 3MB ", 3_000_000],
+    ["max-output-bytes", "1.0009kB", 1_000], // rounded down to whole bytes
+    ["max-output-bytes", "0", /^--max-output-bytes must be at least 1 byte$/],
+    ["max-output-bytes", "0.5", /^--max-output-bytes must be at least 1 byte$/],
+    ["max-output-bytes", "-1", /^--max-output-bytes must be a size such as 500MB or 2GB$/],
+    ["max-output-bytes", "2GiB", /must be a size such as 500MB or 2GB$/],
+    ["max-output-bytes", "500 megabytes", /must be a size/],
+    ["max-output-bytes", "1e6", /must be a size/],
+    ["max-output-bytes", "1.2.3", /must be a size/],
+    ["max-output-bytes", "MB", /must be a size/],
+    ["max-output-bytes", ".5MB", /must be a size/],
+    ["max-output-bytes", "Infinity", /must be a size/],
   ];
+  const FIELD: Record<string, keyof Options> = {
+    timeout: "timeoutMs",
+    "poll-interval": "pollIntervalMs",
+    "policy-timeout": "executionTimeoutMs",
+    ttl: "ttlMs",
+    "max-output-bytes": "maxOutputBytes",
+  };
   for (const [flag, value, expected] of numbers) {
     test(`--${flag} ${JSON.stringify(value)} → ${expected}`, () => {
       const run = () => resolveArgv(["--workflow", "f.json", `--${flag}=${value}`]);
       if (typeof expected === "number") {
-        const options = run();
-        expect(flag === "timeout" ? options.timeoutMs : options.pollIntervalMs).toBe(expected);
+        expect(run()[FIELD[flag]!]).toBe(expected);
       } else {
         const error = thrown(run);
         expect(error.exitCode).toBe(ExitCode.usage);
@@ -184,12 +406,12 @@ describe("resolveRunOptions", () => {
     });
   }
 
-  test("--workflow is required", () => {
-    const error = thrown(() => resolveArgv(["--output", "o"]));
-    expect([error.exitCode, error.message]).toEqual([ExitCode.usage, "--workflow FILE is required"]);
+  test("--workflow is optional here (the default command checks it; subcommands have none)", () => {
+    expect(resolveArgv(["--output", "o"]).workflow).toBeUndefined();
+    expect(resolveArgv([]).workflow).toBeUndefined();
   });
 
-  for (const flag of ["workflow", "output", "timeout", "poll-interval", "api-key", "endpoint-id", "base-url"]) {
+  for (const flag of ["workflow", "output", "timeout", "poll-interval", "api-key", "endpoint-id", "base-url", "manifest", "max-output-bytes", "policy-timeout", "ttl", "webhook"]) {
     test(`repeated --${flag} is an error`, () => {
       const error = thrown(() => resolveArgv(["--workflow", "f.json", `--${flag}`, "5", `--${flag}`, "6"].slice(flag === "workflow" ? 2 : 0)));
       expect(error.exitCode).toBe(ExitCode.usage);
@@ -201,6 +423,11 @@ describe("resolveRunOptions", () => {
   const empty: [string[], string][] = [
     [["--workflow="], "--workflow"],
     [["--workflow=f.json", "--output="], "--output"],
+    [["--workflow=f.json", "--manifest="], "--manifest"],
+    [["--workflow=f.json", "--max-output-bytes="], "--max-output-bytes"],
+    [["--workflow=f.json", "--policy-timeout="], "--policy-timeout"],
+    [["--workflow=f.json", "--ttl="], "--ttl"],
+    [["--workflow=f.json", "--webhook="], "--webhook"],
   ];
   for (const [argv, flag] of empty) {
     test(`${JSON.stringify(argv)} → usage error naming ${flag}, caught before anything runs`, () => {
@@ -255,6 +482,50 @@ describe("resolveRunOptions", () => {
     }
   });
 
+  const webhooks: [string, string | RegExp][] = [
+    ["https://hooks.example/runpod", "https://hooks.example/runpod"],
+    ["https://hooks.example", "https://hooks.example/"],
+    ["  https://hooks.example/x?token=1  ", "https://hooks.example/x?token=1"],
+    // RunPod calls it from its side: plain http and any host are the user's choice
+    ["http://hooks.example:8080/done", "http://hooks.example:8080/done"],
+    ["HTTP://Hooks.Example/a", "http://hooks.example/a"],
+    ["ftp://hooks.example/x", /^--webhook must be an http\(s\) URL$/],
+    ["javascript:alert(1)", /^--webhook must be an http\(s\) URL$/],
+    ["file:///etc/passwd", /^--webhook must be an http\(s\) URL$/],
+    ["mailto:me@example.com", /^--webhook must be an http\(s\) URL$/],
+    ["hooks.example/x", /^--webhook is not a valid URL$/],
+    ["not a url", /^--webhook is not a valid URL$/],
+    [" ", /^--webhook is not a valid URL$/],
+  ];
+  for (const [input, expected] of webhooks) {
+    test(`--webhook ${JSON.stringify(input)} → ${expected}`, () => {
+      const run = () => resolveArgv(["--webhook", input]);
+      if (typeof expected === "string") expect(run().webhook).toBe(expected);
+      else {
+        const error = thrown(run);
+        expect(error.exitCode).toBe(ExitCode.usage);
+        expect(error.message).toMatch(expected);
+      }
+    });
+  }
+
+  const switches: [flag: string, field: keyof Options, value: boolean][] = [
+    ["--no-open", "open", false],
+    ["--no-cancel", "cancelOnTimeout", false],
+    ["--no-wait", "wait", false],
+    ["--low-priority", "lowPriority", true],
+    ["--json", "json", true],
+    ["--quiet", "quiet", true],
+    ["--verbose", "verbose", true],
+  ];
+  for (const [flag, field, value] of switches) {
+    test(`${flag} → ${field} ${value}; ${flag}=false keeps the default ${!value}`, () => {
+      expect(resolveArgv([flag])[field]).toBe(value);
+      expect(resolveArgv([`${flag}=false`])[field]).toBe(!value);
+      expect(resolveArgv([])[field]).toBe(!value);
+    });
+  }
+
   const baseUrls: [string, string | RegExp][] = [
     ["https://api.runpod.ai/v2", "https://api.runpod.ai/v2"],
     ["https://api.runpod.ai/v2/", "https://api.runpod.ai/v2"],
@@ -294,6 +565,34 @@ describe("resolveRunOptions", () => {
   test("RUNPOD_ENDPOINT_BASE_URL is held to the same rules", () => {
     const error = thrown(() => resolveArgv(["--workflow", "f.json"], sources({ RUNPOD_ENDPOINT_BASE_URL: "http://example.com" })));
     expect(error.exitCode).toBe(ExitCode.usage);
+  });
+});
+
+describe("requestExtras", () => {
+  type Extras = Parameters<typeof requestExtras>[0];
+  const none: Extras = { executionTimeoutMs: undefined, ttlMs: undefined, lowPriority: false, webhook: undefined };
+  const cases: [string, Partial<Extras>, Record<string, unknown>][] = [
+    ["nothing", {}, {}],
+    ["policy.executionTimeout", { executionTimeoutMs: 300_000 }, { policy: { executionTimeout: 300_000 } }],
+    ["policy.ttl", { ttlMs: 3_600_000 }, { policy: { ttl: 3_600_000 } }],
+    ["policy.lowPriority", { lowPriority: true }, { policy: { lowPriority: true } }],
+    ["webhook", { webhook: "https://hooks.example/x" }, { webhook: "https://hooks.example/x" }],
+    [
+      "all together",
+      { executionTimeoutMs: 5_000, ttlMs: 10_000, lowPriority: true, webhook: "https://hooks.example/x" },
+      { policy: { executionTimeout: 5_000, ttl: 10_000, lowPriority: true }, webhook: "https://hooks.example/x" },
+    ],
+  ];
+  for (const [what, given, expected] of cases) {
+    test(`${what} → ${JSON.stringify(expected)}`, () => {
+      expect(requestExtras({ ...none, ...given })).toStrictEqual(expected);
+    });
+  }
+
+  test("from flags, end to end", () => {
+    const options = resolveArgv(["--policy-timeout", "60", "--ttl", "120", "--low-priority", "--webhook", "https://hooks.example"]);
+    expect(requestExtras(options)).toStrictEqual({ policy: { executionTimeout: 60_000, ttl: 120_000, lowPriority: true }, webhook: "https://hooks.example/" });
+    expect(requestExtras(resolveArgv([]))).toStrictEqual({});
   });
 });
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { runCommand } from "citty";
 import { emulateCommand, startEmulator } from "../lib/emulator.ts";
 import type { Emulator, EmulatorOptions } from "../lib/emulator.ts";
+import { parseFaults } from "../lib/emulator-faults.ts";
 import { CliError } from "../lib/errors.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
@@ -33,14 +34,16 @@ interface CallOptions {
   body?: unknown;
   rawBody?: RequestInit["body"];
   headers?: Record<string, string>;
+  signal?: AbortSignal;
 }
 
 /** A request to `{url}/{endpointId}/{path}`, authorised unless headers say otherwise. */
-function call(emu: Emulator, path: string, { method, body, rawBody, headers }: CallOptions = {}): Promise<Response> {
+function call(emu: Emulator, path: string, { method, body, rawBody, headers, signal }: CallOptions = {}): Promise<Response> {
   return fetch(`${emu.url}/${emu.endpointId}/${path}`, {
     method: method ?? (body === undefined && rawBody === undefined ? "GET" : "POST"),
     headers: { authorization: `Bearer ${emu.apiKey}`, "content-type": "application/json", ...headers },
     body: rawBody ?? (body === undefined ? undefined : JSON.stringify(body)),
+    signal,
   });
 }
 
@@ -216,6 +219,7 @@ describe("auth and routing", () => {
       { method: "GET", path: "/v2/emulator/health", query: {}, status: 401 },
     ]);
     expect(JSON.stringify(emu.requests)).not.toContain("secret-key-123");
+    expect(emu.faultsInjected).toEqual({});
   });
 });
 
@@ -517,6 +521,204 @@ describe("the sample workflows", () => {
   });
 });
 
+describe("fault injection", () => {
+  /** The status, content type, Retry-After and body of an answer; without an answer, the error's code or name. */
+  async function answerOf(response: Promise<Response>) {
+    return response.then(
+      async (answer) => ({
+        status: answer.status,
+        type: answer.headers.get("content-type"),
+        retryAfter: answer.headers.get("retry-after"),
+        body: await answer.text(),
+      }),
+      // A network error carries a code (ECONNRESET); an abort only its name (TimeoutError).
+      (error: Error & { code?: unknown }) => (typeof error.code === "string" ? error.code : error.name),
+    );
+  }
+  const queued = async (emu: Emulator) => (await callJson(emu, "health")).body.jobs.inQueue;
+  const RUN = { body: { input: VALID_INPUT } };
+
+  test("rate-limit: 429 with an empty body and Retry-After; the /run turned away creates no job", async () => {
+    const emu = start({ faults: parseFaults("rate-limit@run"), retryAfterSeconds: 0.05, queueDelayMs: 10_000 });
+    expect(await answerOf(call(emu, "run", RUN))).toEqual({ status: 429, type: null, retryAfter: "0.05", body: "" });
+    expect(await queued(emu)).toBe(0);
+    await submit(emu);
+    expect(await queued(emu)).toBe(1);
+    expect(emu.requests[0]).toEqual({ method: "POST", path: "/v2/emulator/run", query: {}, status: 429, faults: ["rate-limit"] });
+    expect(emu.faultsInjected).toEqual({ "rate-limit": 1 });
+  });
+
+  test("flaky: 502 in plain text, 503 with a JSON error, 500 without a body; each lost /run did create its job", async () => {
+    const emu = start({ faults: parseFaults("flaky@run=3"), queueDelayMs: 10_000 });
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await answerOf(call(emu, "run", RUN)));
+    expect(answers).toEqual([
+      { status: 502, type: "text/plain; charset=utf-8", retryAfter: null, body: "502 Bad Gateway" },
+      { status: 503, type: "application/json;charset=utf-8", retryAfter: null, body: '{"error":"service unavailable"}' },
+      { status: 500, type: null, retryAfter: null, body: "" },
+    ]);
+    expect(await queued(emu)).toBe(3);
+    await submit(emu);
+    expect(emu.requests.map((request) => [request.status, request.faults, request.body])).toEqual([
+      [502, ["flaky"], RUN.body],
+      [503, ["flaky"], RUN.body],
+      [500, ["flaky"], RUN.body],
+      [200, undefined, undefined],
+      [200, undefined, RUN.body],
+    ]);
+  });
+
+  test("reset: fetch rejects, with no HTTP answer; the /run did create its job; the next request is answered", async () => {
+    const emu = start({ faults: parseFaults("reset@run"), queueDelayMs: 10_000 });
+    expect(await answerOf(call(emu, "run", RUN))).toBe("ECONNRESET");
+    expect(await queued(emu)).toBe(1);
+    expect(emu.requests[0]).toMatchObject({ path: "/v2/emulator/run", status: 0, faults: ["reset"] });
+    await submit(emu);
+    expect(emu.faultsInjected).toEqual({ reset: 1 });
+  });
+
+  test("reset of a GET on a reused connection: Bun's fetch retries it once by itself, so it takes two resets to reject", async () => {
+    const emu = start({ faults: parseFaults("reset@status=3") });
+    const id = await submit(emu); // leaves a keep-alive connection to reuse
+    expect(await answerOf(call(emu, `status/${id}`))).toBe("ECONNRESET");
+    expect(emu.requests.map((request) => request.status)).toEqual([200, 0, 0]);
+    await submit(emu);
+    expect((await call(emu, `status/${id}`)).status).toBe(200);
+    expect(emu.requests.map((request) => request.status)).toEqual([200, 0, 0, 200, 0, 200]);
+  });
+
+  test("malformed: a 200 with an HTML page, then with JSON that is not a job, then the real answer", async () => {
+    const emu = start({ faults: parseFaults("malformed@status=2") });
+    const id = await submit(emu);
+    expect(await answerOf(call(emu, `status/${id}`))).toEqual({ status: 200, type: "text/html; charset=utf-8", retryAfter: null, body: "<html>upstream error</html>" });
+    expect(await callJson(emu, `status/${id}`)).toEqual({ status: 200, body: { ok: true } });
+    expect((await jobStatus(emu, id)).id).toBe(id);
+  });
+
+  test("slow: the route acts at once but its answer is held, so a client deadline trips first", async () => {
+    const emu = start({ faults: parseFaults("slow@run=150ms:1,slow@status=100ms"), queueDelayMs: 10_000 });
+    let started = Date.now();
+    expect(await answerOf(call(emu, "run", { ...RUN, signal: AbortSignal.timeout(50) }))).toBe("TimeoutError");
+    expect(Date.now() - started).toBeLessThan(140);
+    expect(await queued(emu)).toBe(1); // created before the answer was held
+    started = Date.now();
+    const id = await submit(emu);
+    expect(Date.now() - started).toBeLessThan(100); // only the first /run was slow
+    started = Date.now();
+    expect(await jobStatus(emu, id)).toEqual({ id, status: "IN_QUEUE" });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+    await until(async () => emu.requests[0]?.status, (status) => status === 200);
+    expect(emu.faultsInjected).toEqual({ slow: 2 });
+  });
+
+  test("a count hits exactly the first N requests of its route; other routes are untouched", async () => {
+    const emu = start({ faults: parseFaults("flaky@status=2") });
+    const id = await submit(emu);
+    const statuses = [];
+    for (const path of [`status/${id}`, "health", `status/${id}`, `status/${id}`, `status/${id}`]) statuses.push((await call(emu, path)).status);
+    expect(statuses).toEqual([502, 200, 503, 200, 200]);
+    expect(emu.requests.map((request) => request.faults ?? [])).toEqual([[], ["flaky"], [], ["flaky"], [], []]);
+  });
+
+  test("a rate hits the same requests on two emulators with the same seed", async () => {
+    async function statuses(seed: number): Promise<number[]> {
+      const emu = startEmulator({ port: 0, faults: parseFaults("flaky@health=50%"), faultSeed: seed });
+      try {
+        const seen = [];
+        for (let i = 0; i < 16; i++) seen.push((await call(emu, "health")).status);
+        return seen;
+      } finally {
+        await emu.stop();
+      }
+    }
+    const first = await statuses(5);
+    expect(await statuses(5)).toEqual(first);
+    expect(await statuses(6)).not.toEqual(first);
+    expect(first).toContain(200);
+    expect(first.some((status) => status >= 500)).toBe(true);
+  });
+
+  test("only requests that reach a route are eligible: a 401, 404 or 405 is neither hit nor counted", async () => {
+    const emu = start({ faults: parseFaults("rate-limit") });
+    expect((await call(emu, "health", { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    expect((await call(emu, "jobs")).status).toBe(404);
+    expect((await call(emu, "health", { method: "POST" })).status).toBe(405);
+    expect(emu.faultsInjected).toEqual({ "rate-limit": 0 });
+    expect((await call(emu, "health")).status).toBe(429);
+  });
+
+  test("drop-output: the job ends COMPLETED without output, only for the jobs it hits", async () => {
+    const emu = start({ faults: parseFaults("drop-output@run") });
+    const [dropped, kept] = [await submit(emu), await submit(emu)];
+    const done = await settle(emu, dropped);
+    expect(Object.keys(done)).toEqual(["id", "status", "delayTime", "executionTime", "workerId"]);
+    expect(done.status).toBe("COMPLETED");
+    expect((await callJson(emu, `stream/${dropped}`)).body).toEqual({ status: "COMPLETED", stream: [] });
+    expect((await settle(emu, kept)).output.images).toHaveLength(1);
+    expect((await callJson(emu, "runsync", RUN)).body.output.images).toHaveLength(1); // scoped to /run jobs
+    expect(emu.faultsInjected).toEqual({ "drop-output": 1 });
+  });
+
+  test("drop-output on /runsync: the answer is COMPLETED without output", async () => {
+    const emu = start({ faults: parseFaults("drop-output@runsync") });
+    const { body } = await callJson(emu, "runsync", RUN);
+    expect(body).toEqual({ id: expect.stringMatching(SYNC_JOB_ID), status: "COMPLETED", delayTime: 20, executionTime: 40, workerId: expect.any(String) });
+  });
+
+  test("expire: the job is gone as soon as it ends; status and stream answer 404", async () => {
+    const emu = start({ faults: parseFaults("expire@run") });
+    const [expired, kept] = [await submit(emu), await submit(emu)];
+    const seen: string[] = [];
+    const look = async () => {
+      const answer = await callJson(emu, `status/${expired}`);
+      seen.push(answer.body.status ?? answer.status);
+      return answer;
+    };
+    expect(await until(look, (answer) => answer.status === 404)).toEqual({ status: 404, body: { error: "request does not exist" } });
+    expect(seen).toContain("IN_PROGRESS");
+    expect(seen).not.toContain("COMPLETED"); // deleted in the same instant it ended
+    expect(await callJson(emu, `stream/${expired}`)).toEqual({ status: 404, body: { error: "request does not exist" } });
+    expect((await callJson(emu, "health")).body.jobs.completed).toBeGreaterThanOrEqual(1); // it did complete
+    expect((await settle(emu, kept)).status).toBe("COMPLETED"); // only the jobs it hits
+    expect(emu.faultsInjected).toEqual({ expire: 1 });
+  });
+
+  test("expire on /runsync: the answer still carries the result, then the job is gone", async () => {
+    const emu = start({ faults: parseFaults("expire@runsync"), queueDelayMs: 0 });
+    const { body } = await callJson(emu, "runsync", RUN);
+    expect(body).toMatchObject({ status: "COMPLETED", output: { images: [expect.any(String)] } });
+    expect(await callJson(emu, `status/${body.id}`)).toEqual({ status: 404, body: { error: "request does not exist" } });
+  });
+
+  test("several faults at once, as a client meets them", async () => {
+    const emu = start({ faults: parseFaults("rate-limit@run=1,flaky@status=1,slow@health=50ms,drop-output"), retryAfterSeconds: 0.01 });
+    expect((await call(emu, "run", RUN)).status).toBe(429);
+    const id = await submit(emu);
+    expect((await call(emu, `status/${id}`)).status).toBe(502);
+    const done = await settle(emu, id);
+    expect([done.status, "output" in done]).toEqual(["COMPLETED", false]);
+    const started = Date.now();
+    expect((await callJson(emu, "health")).body.jobs.completed).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(50);
+    expect(emu.faultsInjected).toEqual({ "rate-limit": 1, flaky: 1, slow: 1, "drop-output": 1 });
+    expect(emu.requests.filter((request) => request.faults).map((request) => [request.path.split("/")[3], request.faults])).toEqual([
+      ["run", ["rate-limit"]],
+      ["status", ["flaky"]],
+      ["health", ["slow"]],
+    ]);
+  });
+
+  test("stop releases a held answer at once", async () => {
+    const emu = start({ faults: parseFaults("slow@health=10s") });
+    const pending = answerOf(call(emu, "health"));
+    await until(async () => emu.requests.length, (count) => count > 0);
+    const started = Date.now();
+    await emu.stop();
+    expect(Date.now() - started).toBeLessThan(500);
+    expect(await pending).toBe("ECONNRESET");
+  });
+});
+
 describe("stop", () => {
   test("closes the port at once, cutting a waiting runsync, and can be called twice", async () => {
     const emu = start({ executionMs: 5000 });
@@ -579,6 +781,16 @@ describe("the emulate command", () => {
     expect(await fetch(`${base}/emulator/health`).catch(() => "refused")).toBe("refused");
   });
 
+  test("--faults and --fault-seed inject faults, and it says so", async () => {
+    await runEmulate(["--faults", " rate-limit@health ", "--fault-seed", "7"], async (env) => {
+      const health = () => fetch(`${env.RUNPOD_ENDPOINT_BASE_URL}/emulator/health`, { headers: { authorization: "Bearer emulator-key" } });
+      const refused = await health();
+      expect([refused.status, refused.headers.get("retry-after"), await refused.text()]).toEqual([429, "1", ""]);
+      expect((await health()).status).toBe(200);
+    });
+    expect(output.stderr).toEndWith("Ctrl-C stops it\nInjecting faults: rate-limit@health (seed 7)\n");
+  });
+
   test.each([
     ["--api-key", ["--api-key", "my-secret"], undefined, "my-secret", "--api-key"],
     ["RUNPOD_API_KEY", [], "env-secret", "env-secret", "RUNPOD_API_KEY"],
@@ -606,6 +818,11 @@ describe("the emulate command", () => {
     [["--execution-time", ""], "--execution-time must be a number of seconds"],
     [["--endpoint-id", "a/b"], "--endpoint-id may only hold letters, digits, '-' and '_'"],
     [["--host", " "], "--host must not be empty"],
+    [["--fault-seed", "-1"], "--fault-seed must be a whole number from 0 to 4294967295"],
+    [["--fault-seed", "4294967296"], "--fault-seed must be a whole number from 0 to 4294967295"],
+    [["--faults", "flakey"], 'bad --faults item "flakey": unknown fault; the faults are rate-limit, flaky, slow, reset, malformed, drop-output, expire'],
+    [["--faults", "slow@status"], 'bad --faults item "slow@status": slow takes a duration, then optionally a count or a rate: slow=1500ms, slow=2s, slow@status=2s:3, slow=0.5s:25%'],
+    [["--faults", "flaky,"], '--faults has an empty item: "flaky,"'],
   ])("%p is a usage error", async (args, message) => {
     const failure = await runCommand(emulateCommand, { rawArgs: args }).catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(CliError);

@@ -1,7 +1,7 @@
 // Shared by the test files: spawning the real CLI (`bun run cli.ts` or the compiled binary) with a
 // clean environment, temp dirs, and catching CliErrors.
 import { expect } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CliError } from "../lib/errors.ts";
@@ -10,6 +10,9 @@ export const ROOT = join(import.meta.dir, "..");
 export const CLI = join(ROOT, "cli.ts");
 export const BINARY = join(ROOT, "dist", "send-to-runpod");
 export const FIXTURES = join(ROOT, "..", "shared", "fixtures");
+export const RESPONSES = join(FIXTURES, "responses");
+/** A recorded RunPod answer from shared/fixtures/responses, parsed. */
+export const responseJson = async <T = unknown>(name: string): Promise<T> => (await Bun.file(join(RESPONSES, name)).json()) as T;
 export const workflowPath = (name: string) => join(ROOT, "workflows", name);
 
 export interface Run {
@@ -87,4 +90,13 @@ export async function rejected(promise: Promise<unknown>): Promise<CliError> {
     return error as CliError;
   }
   throw new Error("expected a CliError, the promise resolved");
+}
+
+/** The secret appears in none of the texts, nor in any file under `dir`. */
+export function expectSecretNowhere(secret: string, texts: string[], dir?: string): void {
+  for (const text of texts) expect(text).not.toContain(secret);
+  if (!dir) return;
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) expect(readFileSync(join(entry.parentPath, entry.name)).includes(secret)).toBe(false);
+  }
 }

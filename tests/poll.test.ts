@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import type { Job } from "../lib/api.ts";
+import type { Health, Job } from "../lib/api.ts";
 import { CliError, ExitCode } from "../lib/errors.ts";
-import { createProgress, describeStatus, formatElapsed, isTerminal, progressText, type ProgressStream, waitForJob } from "../lib/poll.ts";
+import { createProgress, describeHealth, describeStatus, formatElapsed, isTerminal, progressText, type ProgressStream, waitForJob } from "../lib/poll.ts";
+import { responseJson } from "./helpers.ts";
 
 const RESPONSES = join(import.meta.dir, "../../shared/fixtures/responses");
 const fixtureJob = async (name: string) => (await Bun.file(join(RESPONSES, name)).json()) as Job;
@@ -280,5 +281,46 @@ describe("createProgress, on a terminal", () => {
     progress.update({ status: "COMPLETED", output: { images: ["AAAA"] } });
     progress.stop();
     expect(writes[1]).toBe("\r\x1b[2K⠙ COMPLETED 0s");
+  });
+});
+
+describe("describeHealth", () => {
+  const STUCK = /^jobs are queued and no worker is free/;
+  const cases: [string, Health, string | undefined][] = [
+    ["throttled and starting, none free", { jobs: { inQueue: 3 }, workers: { idle: 0, running: 0, throttled: 2, initializing: 1 } }, "jobs are queued and no worker is free (2 throttled: no GPU of this type is free; 1 still starting)"],
+    ["only throttled", { jobs: { inQueue: 1 }, workers: { idle: 0, throttled: 2 } }, "jobs are queued and no worker is free (2 throttled: no GPU of this type is free)"],
+    ["only starting", { jobs: { inQueue: 1 }, workers: { initializing: 4 } }, "jobs are queued and no worker is free (4 still starting)"],
+    ["no workers at all", { jobs: { inQueue: 2 }, workers: {} }, "jobs are queued and no worker is free"],
+    ["an idle worker", { jobs: { inQueue: 3 }, workers: { idle: 1, throttled: 2 } }, undefined],
+    ["a ready worker", { jobs: { inQueue: 3 }, workers: { ready: 1, initializing: 1 } }, undefined],
+    ["nothing queued", { jobs: { inQueue: 0, completed: 5 }, workers: { throttled: 5 } }, undefined],
+    ["no job counts", { jobs: {}, workers: { throttled: 5 } }, undefined],
+  ];
+  for (const [what, health, explanation] of cases) {
+    test(`${what} → ${explanation ?? "no explanation"}`, () => {
+      const lines = describeHealth(health);
+      expect(lines.slice(2)).toEqual(explanation ? [explanation] : []);
+      expect(lines.filter((line) => STUCK.test(line))).toHaveLength(explanation ? 1 : 0);
+    });
+  }
+
+  test("the counts, in the order RunPod gives them", () => {
+    expect(describeHealth({ jobs: { inQueue: 0, completed: 12 }, workers: { idle: 2, running: 1 } })).toEqual(["jobs: 0 inQueue, 12 completed", "workers: 2 idle, 1 running"]);
+  });
+
+  test("the fixture health.json: its counts", async () => {
+    const health = await responseJson<Health>("health.json");
+    const lines = describeHealth(health);
+    expect(lines.slice(0, 2)).toEqual(["jobs: 12 completed, 1 failed, 1 inProgress, 3 inQueue, 0 retried", "workers: 0 idle, 1 initializing, 0 ready, 1 running, 2 throttled"]);
+    // the same endpoint with a worker free: healthy, nothing to explain
+    expect(describeHealth({ ...health, workers: { ...health.workers, idle: 1 } })).toHaveLength(2);
+  });
+
+  // The running worker is busy with the job in progress; the queued ones wait for throttled and starting workers.
+  test("the fixture health.json: 3 queued, no free worker → the explanation names the throttled and starting workers", async () => {
+    const explanation = describeHealth(await responseJson<Health>("health.json")).find((line) => STUCK.test(line));
+    expect(explanation).toBeDefined();
+    expect(explanation).toContain("2 throttled");
+    expect(explanation).toContain("1 still starting");
   });
 });

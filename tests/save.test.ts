@@ -1,14 +1,28 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { afterEach, beforeEach, describe, expect, spyOn, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import type { Job } from "../lib/api.ts";
 import { ExitCode } from "../lib/errors.ts";
-import { decodeImages, extensionFromBytes, formatBytes, openCommand, outputName, saveImages } from "../lib/save.ts";
-import { thrown, rejected } from "./helpers.ts";
+import {
+  extensionFromBytes,
+  formatBytes,
+  keepRawOutput,
+  openCommand,
+  type OutputItem,
+  outputItems,
+  outputName,
+  safeFileName,
+  saveOutputs,
+  sha256Hex,
+  writeFileAtomically,
+} from "../lib/save.ts";
+import { thrown } from "./helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
 const RESPONSES = join(FIXTURES, "responses");
-const fixtureJob = async (name: string) => (await Bun.file(join(RESPONSES, name)).json()) as { id: string; output?: unknown };
+const fixtureJob = async (name: string) => (await Bun.file(join(RESPONSES, name)).json()) as Job;
 
 const bytes = (...values: (number | string)[]) =>
   new Uint8Array(values.flatMap((v) => (typeof v === "string" ? [...v].map((c) => c.charCodeAt(0)) : [v])));
@@ -23,6 +37,12 @@ const WEBP = bytes("RIFF", 4, 0, 0, 0, "WEBPVP8 ");
 const GIF = bytes("GIF89a", 1, 0, 1, 0);
 const MP4 = bytes(0, 0, 0, 0x20, "ftypisom", 0, 0, 2, 0);
 const WEBM = bytes(0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x86, 0x81);
+
+/** An output as a worker sends it. */
+const item = (data: Uint8Array, filename?: string): OutputItem => ({ base64: Buffer.from(data).toBase64(), ...(filename && { filename }) });
+/** A hash that does not come from lib/save.ts. */
+const independentSha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+const isRoot = process.getuid?.() === 0;
 
 describe("extensionFromBytes", () => {
   const cases: [string, Uint8Array, string][] = [
@@ -77,139 +97,479 @@ describe("formatBytes", () => {
   for (const [n, expected] of cases) test(`${n} → ${expected}`, () => expect(formatBytes(n)).toBe(expected));
 });
 
-describe("decodeImages", () => {
-  test("the fixture seed-completed.json → its two PNGs, byte for byte", async () => {
-    const job = await fixtureJob("seed-completed.json");
-    const strings = (job.output as { images: string[] }).images;
-    const images = decodeImages(job.output, job.id);
-    expect(images).toHaveLength(2);
-    for (const [i, image] of images.entries()) {
-      expect(image).toEqual(new Uint8Array(Buffer.from(strings[i]!, "base64")));
-      expect(extensionFromBytes(image)).toBe("png");
-    }
-    expect(images[0]).not.toEqual(images[1]);
-  });
-
-  const tiny = new Uint8Array(Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAI", "base64"));
-  const ok: [string, unknown, Uint8Array[]][] = [
-    ["bare base64", { images: [Buffer.from(tiny).toBase64()] }, [tiny]],
-    ["a data: URI", { images: [`data:image/png;base64,${Buffer.from(tiny).toBase64()}`] }, [tiny]],
-    ["base64 with line breaks", { images: [Buffer.from(tiny).toBase64().replace(/(.{8})/g, "$1\n")] }, [tiny]],
-    ["several, in order", { images: [Buffer.from(PNG).toBase64(), Buffer.from(JPG).toBase64()] }, [PNG, JPG]],
+describe("sha256Hex", () => {
+  const cases: [string, string | Uint8Array, string][] = [
+    ["empty", "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"],
+    ['"abc"', "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+    ["the bytes of abc", bytes("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+    ["a PNG", PNG, independentSha256(PNG)],
   ];
-  for (const [what, output, expected] of ok) {
-    test(`${what} → the bytes`, () => expect(decodeImages(output, "j")).toEqual(expected));
-  }
+  for (const [what, data, expected] of cases) test(`${what} → ${expected.slice(0, 12)}…`, () => expect(sha256Hex(data)).toBe(expected));
+});
 
-  const refused: [string, unknown, ExitCode, RegExp][] = [
-    ["no output (completed-without-output)", undefined, ExitCode.jobFailed, /^job j completed without outputs/],
-    ["null output", null, ExitCode.jobFailed, /completed without outputs/],
-    ["an empty list", { images: [] }, ExitCode.jobFailed, /completed without outputs/],
-    ["invalid base64", { images: ["not*base64!"] }, ExitCode.save, /^job j: image 1 is not valid base64$/],
-    ["the second image invalid", { images: [Buffer.from(PNG).toBase64(), "%%%"] }, ExitCode.save, /image 2 is not valid base64/],
-    ["objects instead of strings (worker-comfyui 5)", { images: [{ filename: "a.png", type: "base64", data: "AAAA" }] }, ExitCode.save, /no list of base64 images/],
-    ["no images key", { status: "success", message: "iVBOR" }, ExitCode.save, /no list of base64 images/],
-    ["images not a list", { images: "iVBOR" }, ExitCode.save, /no list of base64 images/],
-    ["a string output", "done", ExitCode.save, /no list of base64 images/],
+describe("safeFileName", () => {
+  const cases: [string, string | undefined][] = [
+    ["ComfyUI_00001_.png", "ComfyUI_00001_.png"],
+    // no directories: only the last part is kept
+    ["../../etc/passwd", "passwd"],
+    ["/etc/passwd", "passwd"],
+    ["C:\\x\\y.png", "y.png"],
+    ["..\\..\\windows\\win.ini", "win.ini"],
+    ["a/b/../c.png", "c.png"],
+    ["out/", undefined],
+    // control characters dropped, not replaced
+    ["a\u0000b\nc\td\r.png", "abcd.png"],
+    ["\u007fdel.png", "del.png"],
+    ["\u001b[31mred.png", "_31mred.png"],
+    // nothing hidden, nothing that is only dots
+    ["..", undefined],
+    [".", undefined],
+    [".hidden", "hidden"],
+    ["...x.png", "x.png"],
+    [" . x.png", "x.png"],
+    ["", undefined],
+    ["   ", undefined],
+    // letters of any script are kept; other symbols become _
+    ["Bild_äöü_日本語.png", "Bild_äöü_日本語.png"],
+    ["фото 1.png", "фото 1.png"],
+    ['a:b*c?"<>|.png', "a_b_c_____.png"],
+    ["emoji😀.png", "emoji_.png"],
+    ["\u202egnp.exe", "_gnp.exe"], // right-to-left override
+    ["x".repeat(200), "x".repeat(128)],
+    [`${"x".repeat(200)}.png`, "x".repeat(128)],
+    ["x".repeat(128), "x".repeat(128)],
   ];
-  for (const [what, output, exitCode, message] of refused) {
-    test(`${what} → exit ${exitCode}`, () => {
-      const error = thrown(() => decodeImages(output, "j"));
-      expect(error.exitCode).toBe(exitCode);
-      expect(error.message).toMatch(message);
+  for (const [name, expected] of cases) {
+    test(`${JSON.stringify(name.length > 40 ? `${name.slice(0, 20)}…(${name.length})` : name)} → ${JSON.stringify(expected?.length && expected.length > 40 ? `${expected.slice(0, 20)}…(${expected.length})` : expected)}`, () => {
+      expect(safeFileName(name)).toBe(expected);
     });
   }
 
-  const fixtures: [string, ExitCode][] = [
-    ["completed-without-output.json", ExitCode.jobFailed],
-    ["worker-comfyui-5-no-images.json", ExitCode.jobFailed],
-    ["worker-comfyui-5-completed.json", ExitCode.save],
+  test("whatever the input, the result is one harmless path component of at most 128 characters", () => {
+    const hostile = ["../../../../root/.ssh/id_rsa", "..\\..\\..", "/", "\\", "a\\..\\..\\b", "....//....//x", "\u0000", "con", "x\u0085y", `${"../".repeat(100)}z`, "%2e%2e%2fx", "~/x", "$(rm -rf)", "a\u2028b"];
+    for (const name of hostile) {
+      const safe = safeFileName(name);
+      if (safe === undefined) continue;
+      expect(safe).not.toMatch(/[/\\\u0000-\u001f\u007f]/);
+      expect(safe).not.toStartWith(".");
+      expect(safe).not.toBe("..");
+      expect(safe.length).toBeLessThanOrEqual(128);
+      expect(basename(safe)).toBe(safe);
+    }
+  });
+
+  // U+1D49C is a letter outside the BMP, kept, and sits at the cut.
+  test("a cut never splits a character: the name stays well-formed", () => {
+    const safe = safeFileName(`${"a".repeat(127)}𝒜.png`)!;
+    expect(safe.isWellFormed()).toBe(true);
+  });
+});
+
+describe("outputItems", () => {
+  test("the fixture seed-completed.json → its two base64 strings", async () => {
+    const job = await fixtureJob("seed-completed.json");
+    const strings = (job.output as { images: string[] }).images;
+    expect(outputItems(job.output, job.id)).toEqual(strings.map((base64) => ({ base64 })));
+  });
+
+  test("the fixture worker-comfyui-5-completed.json → data and the worker's file names", async () => {
+    const job = await fixtureJob("worker-comfyui-5-completed.json");
+    const images = (job.output as { images: { data: string }[] }).images;
+    expect(outputItems(job.output, job.id)).toEqual([
+      { base64: images[0]!.data, filename: "ComfyUI_00001_.png" },
+      { base64: images[1]!.data, filename: "ComfyUI_00002_.png" },
+    ]);
+  });
+
+  test("the fixture worker-comfyui-5-s3.json → one item that says why it cannot be saved, with its name", async () => {
+    const job = await fixtureJob("worker-comfyui-5-s3.json");
+    const items = outputItems(job.output, job.id);
+    expect(items).toEqual([{ filename: "ComfyUI_00001_.png", problem: expect.stringMatching(/^output 1 has a shape this client does not know: .*s3_url/) }]);
+    expect(items[0]!.base64).toBeUndefined();
+  });
+
+  const cases: [string, unknown, OutputItem[]][] = [
+    ["a base64 string", { images: ["AAAA"] }, [{ base64: "AAAA" }]],
+    ["a data: URI (decoded later)", { images: ["data:image/png;base64,AAAA"] }, [{ base64: "data:image/png;base64,AAAA" }]],
+    ["an object of type base64", { images: [{ data: "AAAA", type: "base64", filename: "out.png" }] }, [{ base64: "AAAA", filename: "out.png" }]],
+    ["an object without a type", { images: [{ data: "AAAA" }] }, [{ base64: "AAAA" }]],
+    ["a hostile file name is made safe", { images: [{ data: "AAAA", type: "base64", filename: "../../.bashrc" }] }, [{ base64: "AAAA", filename: "bashrc" }]],
+    ["a file name with nothing left", { images: [{ data: "AAAA", type: "base64", filename: ".." }] }, [{ base64: "AAAA", filename: undefined }]],
+    ["a file name that is not a string", { images: [{ data: "AAAA", filename: 7 }] }, [{ base64: "AAAA", filename: undefined }]],
+    ["an s3_url", { images: [{ data: "https://b.example/x.png", type: "s3_url", filename: "x.png" }] }, [{ filename: "x.png", problem: expect.stringMatching(/^output 1 has a shape this client does not know: /) }]],
+    ["data that is not a string", { images: [{ data: 5, type: "base64" }] }, [{ problem: expect.stringMatching(/^output 1 has a shape/) }]],
+    ["null", { images: [null] }, [{ problem: "output 1 has a shape this client does not know: null" }]],
+    ["a number", { images: [5] }, [{ problem: "output 1 has a shape this client does not know: 5" }]],
+    ["a good one, then a bad one", { images: ["AAAA", { type: "url" }] }, [{ base64: "AAAA" }, { problem: expect.stringMatching(/^output 2 has a shape/) }]],
+    // no list of images at all: one item with a problem (exit 6 later, and the raw job kept)
+    ["images not a list", { images: "iVBOR" }, [{ problem: expect.stringMatching(/^the output has no list of images: \{"images":"iVBOR"\}/) }]],
+    ["no images key (legacy worker-comfyui)", { status: "success", message: "iVBOR" }, [{ problem: expect.stringMatching(/^the output has no list of images/) }]],
+    ["a string output", "done", [{ problem: 'the output has no list of images: "done"' }]],
+    ["a list output", ["AAAA"], [{ problem: expect.stringMatching(/^the output has no list of images/) }]],
   ];
-  for (const [name, exitCode] of fixtures) {
-    test(`the fixture ${name} → exit ${exitCode}`, async () => {
+  for (const [what, output, expected] of cases) {
+    test(`${what} → ${expected.length} item(s)`, () => {
+      const items = outputItems(output, "j");
+      expect(items).toEqual(expected);
+      for (const item of items) expect(item.problem === undefined).toBe(item.base64 !== undefined);
+    });
+  }
+
+  test("a problem quotes at most 120 characters of the output", () => {
+    const [item] = outputItems({ other: "x".repeat(500) }, "j");
+    expect(item!.problem!.length).toBeLessThan(200);
+  });
+
+  const none: [string, unknown][] = [
+    ["no output", undefined],
+    ["null output", null],
+    ["an empty list", { images: [] }],
+    ["an empty list beside a status (worker-comfyui 5)", { status: "success_no_images", images: [] }],
+  ];
+  for (const [what, output] of none) {
+    test(`${what} → exit 1, code no_outputs`, () => {
+      const error = thrown(() => outputItems(output, "j"));
+      expect([error.exitCode, error.code]).toEqual([ExitCode.jobFailed, "no_outputs"]);
+      expect(error.message).toMatch(/^job j completed without outputs/);
+    });
+  }
+
+  for (const name of ["completed-without-output.json", "worker-comfyui-5-no-images.json"]) {
+    test(`the fixture ${name} → exit 1, no_outputs, naming the job`, async () => {
       const job = await fixtureJob(name);
-      const error = thrown(() => decodeImages(job.output, job.id));
-      expect(error.exitCode).toBe(exitCode);
+      const error = thrown(() => outputItems(job.output, job.id));
+      expect([error.exitCode, error.code]).toEqual([ExitCode.jobFailed, "no_outputs"]);
       expect(error.message).toContain(job.id);
     });
   }
 });
 
-describe("saveImages", () => {
+describe("saveOutputs", () => {
   let tmp = "";
   beforeEach(async () => {
     tmp = await mkdtemp(join(tmpdir(), "send-to-runpod-save-"));
   });
   afterEach(async () => {
+    await chmod(tmp, 0o755).catch(() => {});
     await rm(tmp, { recursive: true, force: true });
   });
 
-  test("writes each image with its exact bytes, named in order, creating the folder", async () => {
+  const MAX = 1_000_000;
+  const name = (index: number, extension: string) => `output_${STAMP}_${String(index).padStart(3, "0")}.${extension}`;
+  /** No temporary file, nothing hidden. */
+  const leftovers = async (dir: string) => (await readdir(dir)).filter((n) => n.startsWith(".") || n.endsWith(".tmp"));
+
+  test("writes each output with its exact bytes, named in order, creating the folder; path, bytes, type and sha256 of each", async () => {
     const dir = join(tmp, "out", "nested");
-    const saved = await saveImages([PNG, JPG, WEBP], dir, WHEN);
-    expect(saved).toEqual([
-      { path: join(dir, `output_${STAMP}_001.png`), bytes: PNG.length },
-      { path: join(dir, `output_${STAMP}_002.jpg`), bytes: JPG.length },
-      { path: join(dir, `output_${STAMP}_003.webp`), bytes: WEBP.length },
+    const unknown = bytes("just some bytes");
+    const all = [PNG, JPG, WEBP, GIF, MP4, WEBM, unknown];
+    const { saved, problems } = await saveOutputs(all.map((data) => item(data)), dir, WHEN, MAX);
+    expect(problems).toEqual([]);
+    const types: [string, string][] = [
+      ["png", "image/png"],
+      ["jpg", "image/jpeg"],
+      ["webp", "image/webp"],
+      ["gif", "image/gif"],
+      ["mp4", "video/mp4"],
+      ["webm", "video/webm"],
+      ["png", "image/png"], // unknown bytes: png, as the handler's images are
+    ];
+    expect(saved).toStrictEqual(
+      all.map((data, i) => ({ path: join(dir, name(i + 1, types[i]![0])), bytes: data.length, type: types[i]![1], sha256: independentSha256(data) })),
+    );
+    for (const [i, file] of saved.entries()) expect(new Uint8Array(await readFile(file.path))).toEqual(all[i]!);
+    expect((await readdir(dir)).sort()).toEqual(saved.map((f) => basename(f.path)).sort());
+  });
+
+  test("the sha256 is that of the bytes on disk", async () => {
+    const { saved } = await saveOutputs([item(PNG), item(JPG)], tmp, WHEN, MAX);
+    for (const file of saved) expect(file.sha256).toBe(independentSha256(new Uint8Array(await readFile(file.path))));
+    expect(saved[0]!.sha256).not.toBe(saved[1]!.sha256);
+  });
+
+  test("the worker's file name is recorded when given, and never used as the path", async () => {
+    const { saved } = await saveOutputs([item(PNG, "ComfyUI_00001_.png"), item(JPG), item(GIF, "../../../escape.gif")], tmp, WHEN, MAX);
+    expect(saved.map((f) => [basename(f.path), f.filename])).toEqual([
+      [name(1, "png"), "ComfyUI_00001_.png"],
+      [name(2, "jpg"), undefined],
+      [name(3, "gif"), "../../../escape.gif"],
     ]);
-    expect(new Uint8Array(await readFile(saved[0]!.path))).toEqual(PNG);
-    expect(new Uint8Array(await readFile(saved[1]!.path))).toEqual(JPG);
-    expect(new Uint8Array(await readFile(saved[2]!.path))).toEqual(WEBP);
-    expect((await readdir(dir)).sort()).toEqual([`output_${STAMP}_001.png`, `output_${STAMP}_002.jpg`, `output_${STAMP}_003.webp`]);
+    expect("filename" in saved[1]!).toBe(false);
+    expect(await readdir(join(tmp, ".."))).not.toContain("escape.gif");
+    expect((await readdir(tmp)).sort()).toEqual([name(1, "png"), name(2, "jpg"), name(3, "gif")]);
+  });
+
+  const encodings: [string, string][] = [
+    ["bare base64", Buffer.from(PNG).toBase64()],
+    ["a data: URI", `data:image/png;base64,${Buffer.from(PNG).toBase64()}`],
+    ["base64 with line breaks and spaces", Buffer.from(PNG).toBase64().replace(/(.{4})/g, "$1\n ")],
+  ];
+  for (const [what, base64] of encodings) {
+    test(`${what} → the bytes`, async () => {
+      const { saved, problems } = await saveOutputs([{ base64 }], tmp, WHEN, MAX);
+      expect(problems).toEqual([]);
+      expect(new Uint8Array(await readFile(saved[0]!.path))).toEqual(PNG);
+    });
+  }
+
+  test("the fixture seed-completed.json → two PNGs, byte for byte", async () => {
+    const job = await fixtureJob("seed-completed.json");
+    const strings = (job.output as { images: string[] }).images;
+    const { saved, problems } = await saveOutputs(outputItems(job.output, job.id), tmp, WHEN, MAX);
+    expect(problems).toEqual([]);
+    expect(saved.map((f) => [basename(f.path), f.type])).toEqual([
+      [name(1, "png"), "image/png"],
+      [name(2, "png"), "image/png"],
+    ]);
+    for (const [i, file] of saved.entries()) expect(new Uint8Array(await readFile(file.path))).toEqual(new Uint8Array(Buffer.from(strings[i]!, "base64")));
   });
 
   test("never overwrites: an existing _001.png keeps its bytes and the new file takes the next index", async () => {
-    const existing = join(tmp, `output_${STAMP}_001.png`);
+    const existing = join(tmp, name(1, "png"));
     const old = bytes("old result, keep me");
     await writeFile(existing, old);
-    const saved = await saveImages([PNG, PNG], tmp, WHEN);
-    expect(saved.map((s) => s.path)).toEqual([join(tmp, `output_${STAMP}_002.png`), join(tmp, `output_${STAMP}_003.png`)]);
+    const { saved } = await saveOutputs([item(PNG), item(PNG)], tmp, WHEN, MAX);
+    expect(saved.map((s) => s.path)).toEqual([join(tmp, name(2, "png")), join(tmp, name(3, "png"))]);
     expect(new Uint8Array(await readFile(existing))).toEqual(old);
     expect(new Uint8Array(await readFile(saved[0]!.path))).toEqual(PNG);
-    expect(new Uint8Array(await readFile(saved[1]!.path))).toEqual(PNG);
+    expect(await leftovers(tmp)).toEqual([]);
   });
 
   test("a second save in the same second does not touch the first", async () => {
-    const first = await saveImages([PNG], tmp, WHEN);
-    const second = await saveImages([GIF], tmp, WHEN);
-    const third = await saveImages([PNG], tmp, WHEN);
-    expect(first[0]!.path).toBe(join(tmp, `output_${STAMP}_001.png`));
-    expect(second[0]!.path).toBe(join(tmp, `output_${STAMP}_001.gif`));
-    expect(third[0]!.path).toBe(join(tmp, `output_${STAMP}_002.png`));
-    expect(new Uint8Array(await readFile(first[0]!.path))).toEqual(PNG);
-    expect(new Uint8Array(await readFile(second[0]!.path))).toEqual(GIF);
+    const first = await saveOutputs([item(PNG)], tmp, WHEN, MAX);
+    const second = await saveOutputs([item(GIF)], tmp, WHEN, MAX);
+    const third = await saveOutputs([item(PNG)], tmp, WHEN, MAX);
+    expect([first, second, third].map((r) => basename(r.saved[0]!.path))).toEqual([name(1, "png"), name(1, "gif"), name(2, "png")]);
+    expect(new Uint8Array(await readFile(first.saved[0]!.path))).toEqual(PNG);
+    expect(new Uint8Array(await readFile(second.saved[0]!.path))).toEqual(GIF);
   });
 
-  test("leaves no temporary file behind", async () => {
-    await writeFile(join(tmp, `output_${STAMP}_001.png`), "x");
-    await saveImages([PNG, JPG, GIF], tmp, WHEN);
-    const names = await readdir(tmp);
-    expect(names.filter((n) => n.endsWith(".tmp") || n.startsWith("."))).toEqual([]);
-    expect(names).toHaveLength(4);
+  test("invalid base64 is a problem; the outputs around it are still saved, numbered without a gap", async () => {
+    const { saved, problems } = await saveOutputs([item(PNG), { base64: "not*base64!" }, item(JPG), { base64: "%%%" }], tmp, WHEN, MAX);
+    expect(problems).toEqual(["output 2 is not valid base64", "output 4 is not valid base64"]);
+    expect(saved.map((f) => basename(f.path))).toEqual([name(1, "png"), name(2, "jpg")]);
+    expect((await readdir(tmp)).sort()).toEqual([name(2, "jpg"), name(1, "png")].sort());
   });
 
-  test("no images → nothing written, the folder still created", async () => {
+  test("an item that already has a problem keeps it; the others are saved", async () => {
+    const items = outputItems({ images: [{ data: "https://b.example/x.png", type: "s3_url" }, Buffer.from(PNG).toBase64()] }, "j");
+    const { saved, problems } = await saveOutputs(items, tmp, WHEN, MAX);
+    expect(problems).toEqual([expect.stringMatching(/^output 1 has a shape this client does not know/)]);
+    expect(saved.map((f) => basename(f.path))).toEqual([name(1, "png")]);
+  });
+
+  test("an output without an images list: its one problem, nothing written", async () => {
+    const { saved, problems } = await saveOutputs(outputItems({ status: "success" }, "j"), tmp, WHEN, MAX);
+    expect([saved, problems]).toEqual([[], [expect.stringMatching(/^the output has no list of images/)]]);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  test("an item over maxBytes is a problem, neither decoded nor written; the others are saved", async () => {
+    const big = new Uint8Array(300).fill(7); // 400 base64 characters, no padding
+    const decode = spyOn(Uint8Array, "fromBase64");
+    try {
+      const { saved, problems } = await saveOutputs([item(big), item(PNG)], tmp, WHEN, 100);
+      expect(problems).toEqual(["output 1 is 300 B, over --max-output-bytes (100 B)"]);
+      expect(saved.map((f) => [basename(f.path), f.bytes])).toEqual([[name(1, "png"), PNG.length]]);
+      expect(decode).toHaveBeenCalledTimes(1); // the small one only
+    } finally {
+      decode.mockRestore();
+    }
+    expect(await readdir(tmp)).toEqual([name(1, "png")]);
+  });
+
+  test("the size is checked before the base64: a huge invalid item is reported as too large", async () => {
+    const { problems } = await saveOutputs([{ base64: "*".repeat(4_000) }], tmp, WHEN, 2_000);
+    expect(problems).toEqual(["output 1 is 3.0 kB, over --max-output-bytes (2.0 kB)"]);
+  });
+
+  test("an item of exactly maxBytes (base64 without padding) is saved", async () => {
+    const { saved, problems } = await saveOutputs([item(bytes("abcdef"))], tmp, WHEN, 6);
+    expect([saved.length, problems]).toEqual([1, []]);
+  });
+
+  // The size estimate must not count the "=" padding.
+  for (const size of [4, 5]) {
+    test(`an item of exactly maxBytes (${size} bytes, base64 with padding) is saved`, async () => {
+      const { saved, problems } = await saveOutputs([item(new Uint8Array(size).fill(1))], tmp, WHEN, size);
+      expect([saved.length, problems]).toEqual([1, []]);
+    });
+  }
+
+  test("no items → nothing written, the folder still created", async () => {
     const dir = join(tmp, "empty-run");
-    expect(await saveImages([], dir, WHEN)).toEqual([]);
+    expect(await saveOutputs([], dir, WHEN, MAX)).toEqual({ saved: [], problems: [] });
     expect(await readdir(dir)).toEqual([]);
   });
 
-  test("an output folder under a regular file → exit 6, nothing written", async () => {
+  test("an output folder under a regular file → a problem, not a throw; nothing written", async () => {
     await writeFile(join(tmp, "afile"), "I am a file");
     const dir = join(tmp, "afile", "out");
-    const error = await rejected(saveImages([PNG], dir, WHEN));
-    expect(error.exitCode).toBe(ExitCode.save);
-    expect(error.message).toBe(`cannot create the output folder ${dir}: a part of the path is not a directory`);
+    expect(await saveOutputs([item(PNG)], dir, WHEN, MAX)).toEqual({
+      saved: [],
+      problems: [`cannot create the output folder ${dir}: a part of the path is not a directory`],
+    });
     expect(await readdir(tmp)).toEqual(["afile"]);
   });
 
-  test("an output 'folder' that is a regular file → exit 6, the file untouched", async () => {
+  test("an output 'folder' that is a regular file → a problem naming it, the file untouched", async () => {
     const file = join(tmp, "afile");
     await writeFile(file, "I am a file");
-    const error = await rejected(saveImages([PNG], file, WHEN));
-    expect(error.exitCode).toBe(ExitCode.save);
-    expect(error.message).toContain(file);
+    const { saved, problems } = await saveOutputs([item(PNG)], file, WHEN, MAX);
+    expect(saved).toEqual([]);
+    expect(problems).toEqual([expect.stringContaining(file)]);
     expect(await readFile(file, "utf8")).toBe("I am a file");
+  });
+
+  test.skipIf(isRoot)("a read-only folder → a problem, not a throw; no partial file", async () => {
+    const dir = join(tmp, "ro");
+    await mkdir(dir);
+    await chmod(dir, 0o555);
+    expect(await saveOutputs([item(PNG), item(JPG)], dir, WHEN, MAX)).toEqual({ saved: [], problems: [`cannot write into ${dir}: permission denied`] });
+    await chmod(dir, 0o755);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  test.skipIf(process.platform !== "linux")("a folder that exists but takes no files (/proc/self) → a problem, not a throw", async () => {
+    expect(await saveOutputs([item(PNG)], "/proc/self", WHEN, MAX)).toEqual({ saved: [], problems: ["cannot write into /proc/self: no such file"] });
+  });
+
+  test("a write that fails midway keeps what was saved before it, says what was not attempted, leaves no temporary file", async () => {
+    const uuids = ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000003"] as const;
+    const uuid = spyOn(crypto, "randomUUID");
+    for (const value of uuids) uuid.mockReturnValueOnce(value);
+    try {
+      // the second output's temporary name is taken by a folder: its write fails
+      const blocker = `.send-to-runpod-${uuids[1]}.tmp`;
+      await mkdir(join(tmp, blocker));
+      const { saved, problems } = await saveOutputs([item(PNG), item(JPG), item(GIF)], tmp, WHEN, MAX);
+      expect(saved.map((f) => basename(f.path))).toEqual([name(1, "png")]);
+      expect(problems).toEqual([expect.stringMatching(new RegExp(`^cannot write into ${tmp.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: `)), "1 more output not attempted"]);
+      expect((await readdir(tmp)).sort()).toEqual([blocker, name(1, "png")].sort());
+      expect(new Uint8Array(await readFile(join(tmp, name(1, "png"))))).toEqual(PNG);
+    } finally {
+      uuid.mockRestore();
+    }
+  });
+
+  // Temporary names must not collide, even within one millisecond.
+  test("two saves at once in one process both succeed", async () => {
+    const now = spyOn(Date, "now").mockReturnValue(1_700_000_000_000); // the same millisecond, deterministically
+    try {
+      const [a, b] = await Promise.all([saveOutputs([item(PNG)], tmp, WHEN, MAX), saveOutputs([item(JPG)], tmp, WHEN, MAX)]);
+      expect([...a.problems, ...b.problems]).toEqual([]);
+      expect([...a.saved, ...b.saved].map((f) => basename(f.path)).sort()).toEqual([name(1, "jpg"), name(1, "png")]);
+    } finally {
+      now.mockRestore();
+    }
+  });
+
+  test("after every kind of save: no temporary or hidden file", async () => {
+    await writeFile(join(tmp, name(1, "png")), "x");
+    await saveOutputs([item(PNG), { base64: "!!" }, item(JPG), item(new Uint8Array(50)), { problem: "p" }], tmp, WHEN, 20);
+    expect(await leftovers(tmp)).toEqual([]);
+    expect(await readdir(tmp)).toHaveLength(3);
+  });
+});
+
+describe("keepRawOutput", () => {
+  let tmp = "";
+  beforeEach(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "send-to-runpod-raw-"));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test("writes job-<id>.json with the whole job, and returns its path", async () => {
+    const job = await fixtureJob("worker-comfyui-5-s3.json");
+    const path = await keepRawOutput(tmp, job);
+    expect(path).toBe(join(tmp, `job-${job.id}.json`));
+    const text = await readFile(path, "utf8");
+    expect(JSON.parse(text)).toEqual(job);
+    expect(text.endsWith("\n")).toBe(true);
+    expect(await readdir(tmp)).toEqual([`job-${job.id}.json`]);
+  });
+
+  test("overwrites its own earlier copy, leaving no temporary file", async () => {
+    const running: Job = { id: "j-1", status: "IN_PROGRESS" };
+    const done = { id: "j-1", status: "COMPLETED", output: { images: ["AAAA"] } };
+    await keepRawOutput(tmp, running as Job);
+    const path = await keepRawOutput(tmp, done as Job);
+    expect(JSON.parse(await readFile(path, "utf8"))).toEqual(done);
+    expect(await readdir(tmp)).toEqual(["job-j-1.json"]);
+  });
+
+  const ids: [string, string][] = [
+    ["../../x", "job-______x.json"],
+    ["/etc/passwd", "job-_etc_passwd.json"],
+    ["a\\b", "job-a_b.json"],
+    ["a/b", "job-a_b.json"],
+    ["..", "job-__.json"],
+    ["", "job-unknown.json"],
+    ["id with spaces", "job-id_with_spaces.json"],
+    ["c0ffee00-0000-4000-8000-000000000010-u1", "job-c0ffee00-0000-4000-8000-000000000010-u1.json"],
+  ];
+  for (const [id, file] of ids) {
+    test(`a job id ${JSON.stringify(id)} → ${file}, inside the folder`, async () => {
+      const dir = join(tmp, "out");
+      await mkdir(dir);
+      expect(await keepRawOutput(dir, { id, status: "COMPLETED" })).toBe(join(dir, file));
+      expect(await readdir(dir)).toEqual([file]);
+      expect(await readdir(tmp)).toEqual(["out"]);
+    });
+  }
+
+  test("a missing folder is created", async () => {
+    const dir = join(tmp, "missing", "deeper");
+    expect(await keepRawOutput(dir, { id: "j", status: "FAILED" })).toBe(join(dir, "job-j.json"));
+  });
+
+  test("a folder that cannot be made → rejects (the caller reports it)", async () => {
+    await writeFile(join(tmp, "file"), "x");
+    expect(await keepRawOutput(join(tmp, "file", "out"), { id: "j", status: "FAILED" }).catch((error: NodeJS.ErrnoException) => error.code)).toBe("ENOTDIR");
+  });
+});
+
+describe("writeFileAtomically", () => {
+  let tmp = "";
+  beforeEach(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "send-to-runpod-atomic-"));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test("writes, then replaces as a whole; no temporary file left", async () => {
+    const path = join(tmp, "manifest.json");
+    await writeFileAtomically(path, "first\n");
+    expect(await readFile(path, "utf8")).toBe("first\n");
+    await writeFileAtomically(path, "second, longer\n");
+    expect(await readFile(path, "utf8")).toBe("second, longer\n");
+    await writeFileAtomically(path, "");
+    expect(await readFile(path, "utf8")).toBe("");
+    expect(await readdir(tmp)).toEqual(["manifest.json"]);
+  });
+
+  test("unicode text is written as UTF-8", async () => {
+    const path = join(tmp, "m.json");
+    await writeFileAtomically(path, "日本語 ✓\n");
+    expect(new Uint8Array(await readFile(path))).toEqual(new TextEncoder().encode("日本語 ✓\n"));
+  });
+
+  test("a missing folder → throws the fs error, nothing left", async () => {
+    const error = await writeFileAtomically(join(tmp, "nope", "m.json"), "x").catch((e: NodeJS.ErrnoException) => e);
+    expect((error as NodeJS.ErrnoException).code).toBe("ENOENT");
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  test("a target that is a folder → throws; the folder and its content untouched, no temporary file left", async () => {
+    const target = join(tmp, "m.json");
+    await mkdir(target);
+    await writeFile(join(target, "inside"), "keep");
+    expect(await writeFileAtomically(target, "x").then(() => "written", () => "refused")).toBe("refused");
+    expect(await readdir(tmp)).toEqual(["m.json"]);
+    expect(await readFile(join(target, "inside"), "utf8")).toBe("keep");
   });
 });
 
