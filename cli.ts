@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
 import pkg from "./package.json" with { type: "json" };
-import { createClient, type Job, jobFailure, type RunpodClient } from "./lib/api.ts";
+import { createClient, DEFAULT_RETRY, type Job, jobFailure, type RunpodClient } from "./lib/api.ts";
 import {
   apiKeyFromConfigToml,
   connectionArgs,
@@ -122,13 +122,18 @@ function optionsFrom(values: ParsedValues, record: RunRecord, from: Sources = so
   return options;
 }
 
-/** A client whose requests all stop when `signal` aborts. */
-function clientFor(options: Options, credentials: { apiKey: string; endpointId: string }, signal?: AbortSignal): RunpodClient {
+/**
+ * A client whose requests all stop when `budget` aborts. Under a budget, transient failures are
+ * retried until it runs out: an API outage shorter than --timeout must not cost the job.
+ */
+function clientFor(options: Options, credentials: { apiKey: string; endpointId: string }, budget?: AbortSignal): RunpodClient {
   return createClient({
     baseUrl: options.baseUrl,
     ...credentials,
-    signal,
+    signal: budget,
+    retry: budget ? { ...DEFAULT_RETRY, attempts: Infinity } : DEFAULT_RETRY,
     onRequest: options.verbose ? (r) => log.debug(`${r.method} ${r.path} → ${r.status} (${r.ms} ms)`) : undefined,
+    onRetry: (error, waitMs) => log.warn(`${error.message}; trying again in ${(waitMs / 1000).toFixed(1)} s`),
   });
 }
 
@@ -176,13 +181,21 @@ async function withBudget(options: Options, credentials: { apiKey: string; endpo
   try {
     await work(clientFor(options, credentials, stop.signal), stop.signal);
   } catch (error) {
-    if (!stop.signal.aborted) throw error;
+    if (!stop.signal.aborted) throw stillRunningHint(error, record.job, options);
     throw await afterAbort(stop.signal.reason, record.job, options, credentials);
   } finally {
     clearTimeout(deadline);
     process.off("SIGINT", interrupt);
     process.off("SIGTERM", terminate);
   }
+}
+
+/** Losing touch with a job is not losing the job: say how to pick it up again. */
+function stillRunningHint(error: unknown, job: Job | undefined, options: Options): unknown {
+  const lostTouch = error instanceof CliError && (error.exitCode === ExitCode.api || error.exitCode === ExitCode.credentials) && error.code !== "job_not_found";
+  if (!lostTouch || !job || isTerminal(job.status)) return error;
+  const resume = `; job ${job.id} may still be running: resume with send-to-runpod wait ${job.id} --output ${options.output}`;
+  return new CliError(`${error.message}${resume}`, error.exitCode, error.detail, error.code);
 }
 
 /** Nobody should keep paying for a job they gave up on: cancel it, and say what became of it. */

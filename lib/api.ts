@@ -28,14 +28,16 @@ const IDEMPOTENT: ReadonlySet<Operation> = new Set(["status", "cancel", "health"
 export type Failure =
   | { kind: "http"; status: number; body: string; retryAfter?: string | null }
   | { kind: "network"; code?: string; message: string }
-  | { kind: "timeout" };
+  | { kind: "timeout" }
+  /** A 200 that is not the expected answer (a proxy's page, a half-written body). */
+  | { kind: "malformed"; error: CliError };
 
 export interface RetryPolicy {
   attempts: number;
   baseDelayMs: number;
   maxDelayMs: number;
 }
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, maxDelayMs: 15_000 };
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 250, maxDelayMs: 15_000 };
 const RUN_ATTEMPTS = 3;
 
 /** Failures after which the request certainly was not acted on, so even /run may be sent again. */
@@ -111,6 +113,10 @@ export function failureToError(op: Operation, failure: Failure, target: Target):
   // 408 too: behind a proxy it can come after the request was taken.
   const unclear = !neverReachedServer(failure) && (failure.kind !== "http" || failure.status >= 500 || failure.status === 408);
   const fate = (unclear && FATE_UNKNOWN[op]) || "";
+  if (failure.kind === "malformed") {
+    const { message, exitCode, detail } = failure.error;
+    return new CliError(`${what}: ${message}${fate}`, exitCode, detail, fate ? `${op === "run" ? "submission" : "request"}_unknown` : failure.error.code);
+  }
   if (failure.kind !== "http") {
     const reason = failure.kind === "timeout" ? "no answer within the request deadline" : failure.message;
     return new CliError(`${what} failed: ${reason} (${target.baseUrl})${fate}`, ExitCode.api, undefined, fate ? `${op === "run" ? "submission" : "request"}_unknown` : "network");
@@ -146,13 +152,15 @@ export interface ClientOptions extends Target {
   signal?: AbortSignal;
   /** One call per HTTP exchange, for --verbose. The key is never part of it. */
   onRequest?: (line: RequestLine) => void;
+  /** Before each wait for another attempt: what went wrong, and how long until the next try. */
+  onRetry?: (error: CliError, waitMs: number) => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 export type RunpodClient = ReturnType<typeof createClient>;
 
 export function createClient(options: ClientOptions) {
-  const { baseUrl, endpointId, apiKey, requestTimeoutMs = 30_000, retry = DEFAULT_RETRY, signal, onRequest, sleep = abortableSleep } = options;
+  const { baseUrl, endpointId, apiKey, requestTimeoutMs = 30_000, retry = DEFAULT_RETRY, signal, onRequest, onRetry, sleep = abortableSleep } = options;
   const endpointUrl = `${baseUrl}/${encodeURIComponent(endpointId)}`;
 
   async function attempt(method: "GET" | "POST", path: string, body: string | undefined): Promise<{ text?: string; failure?: Failure }> {
@@ -188,10 +196,20 @@ export function createClient(options: ClientOptions) {
     // A submission that cannot get through soon is better reported than held up: fewer tries for /run.
     const policy = op === "run" ? { ...retry, attempts: Math.min(retry.attempts, RUN_ATTEMPTS) } : retry;
     for (let n = 1; ; n++) {
-      const { text, failure } = await attempt(method, path, payload);
-      if (text !== undefined) return parse(text);
-      const wait = retryDelay(op, failure!, n, policy);
-      if (wait === undefined) throw failureToError(op, failure!, { baseUrl, endpointId, jobId });
+      const answer = await attempt(method, path, payload);
+      let failure = answer.failure;
+      if (!failure) {
+        try {
+          return parse(answer.text!);
+        } catch (error) {
+          if (!(error instanceof CliError)) throw error;
+          failure = { kind: "malformed", error };
+        }
+      }
+      const wait = retryDelay(op, failure, n, policy);
+      const error = failureToError(op, failure, { baseUrl, endpointId, jobId });
+      if (wait === undefined) throw error;
+      onRetry?.(error, wait);
       await sleep(wait, signal);
     }
   }

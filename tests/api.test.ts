@@ -512,21 +512,21 @@ describe("createClient", () => {
   });
 
   const malformedHealth: [string, RegExp][] = [
-    ['{"jobs": {"inQueue": 1}}', /^RunPod's \/health answered in an unknown shape: \{"jobs":\{"inQueue":1\}\}$/],
+    ['{"jobs": {"inQueue": 1}}', /^checking the endpoint's health: RunPod's \/health answered in an unknown shape: \{"jobs":\{"inQueue":1\}\}$/],
     ['{"workers": {"idle": "1"}}', /unknown shape/],
     ['{"jobs": 3, "workers": {}}', /unknown shape/],
     ["null", /unknown shape/],
     ["[]", /unknown shape/],
-    ["<html>ok</html>", /^RunPod's \/health answered with something that is not JSON: "<html>ok<\/html>"$/],
+    ["<html>ok</html>", /^checking the endpoint's health: RunPod's \/health answered with something that is not JSON: "<html>ok<\/html>"$/],
     ["", /not JSON/],
   ];
   for (const [body, message] of malformedHealth) {
-    test(`health answering 200 ${JSON.stringify(body)} → exit 4, malformed_response, not retried`, async () => {
+    test(`health answering 200 ${JSON.stringify(body)} → asked again (a proxy's page passes), then exit 4, malformed_response`, async () => {
       const { seen, baseUrl } = serve(() => new Response(body, { status: 200 }));
       const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).health());
       expect([error.exitCode, error.code]).toEqual([ExitCode.api, "malformed_response"]);
       expect(error.message).toMatch(message);
-      expect(seen).toHaveLength(1);
+      expect(seen).toHaveLength(FAST.attempts);
     });
   }
 
@@ -564,11 +564,13 @@ describe("createClient", () => {
 
   const malformedPurge = ['{"status": "completed"}', '{"removed": "3"}', '{"removed": null}', "3"];
   for (const body of malformedPurge) {
-    test(`purgeQueue answering 200 ${JSON.stringify(body)} → exit 4, malformed_response`, async () => {
-      const { baseUrl } = serve(() => new Response(body));
+    test(`purgeQueue answering 200 ${JSON.stringify(body)} → not sent again, exit 4, its effect unknown`, async () => {
+      const { seen, baseUrl } = serve(() => new Response(body));
       const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST }).purgeQueue());
-      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "malformed_response"]);
-      expect(error.message).toStartWith("RunPod's /purge-queue answered in an unknown shape");
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "request_unknown"]);
+      expect(error.message).toStartWith("purging the queue: RunPod's /purge-queue answered in an unknown shape");
+      expect(error.message).toContain("may or may not have been purged");
+      expect(seen).toHaveLength(1);
     });
   }
 
@@ -649,7 +651,7 @@ describe("createClient", () => {
     expect(error.message).toContain("job old-job no longer exists");
   });
 
-  test("a 200 that is not a job → exit 4, and it is not mistaken for a network failure", async () => {
+  test("a 200 that is not a job → asked again, then exit 4, and it is not mistaken for a network failure", async () => {
     const { seen, baseUrl } = serve(() => new Response("<html>hello</html>", { status: 200 }));
     const lines: RequestLine[] = [];
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {}, onRequest: (line) => lines.push(line) });
@@ -659,6 +661,21 @@ describe("createClient", () => {
     // one onRequest line per HTTP exchange, and the server did answer
     expect(lines).toHaveLength(seen.length);
     expect(lines.map((l) => l.status)).not.toContain("no answer");
+    expect(seen).toHaveLength(FAST.attempts);
+  });
+
+  test("a malformed 200 to /run: not sent again, the job's fate is unknown", async () => {
+    const { seen, baseUrl } = serve(() => Response.json({ ok: true }));
+    const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).run({}));
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "submission_unknown"]);
+    expect(error.message).toContain("may or may not have been created");
+    expect(seen).toHaveLength(1);
+  });
+
+  test("a malformed 200 once while polling is absorbed", async () => {
+    const { seen, baseUrl } = serve((_, n) => (n === 1 ? new Response("<html>upstream error</html>") : Response.json({ id: "j", status: "IN_PROGRESS" })));
+    expect(await createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).status("j")).toEqual({ id: "j", status: "IN_PROGRESS" });
+    expect(seen).toHaveLength(2);
   });
 
   test("a per-request timeout: /run is not retried and its fate is unknown", async () => {
