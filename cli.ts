@@ -95,7 +95,9 @@ async function helpText(cmd: CommandDef<ArgsDef>, parent?: CommandDef<ArgsDef>):
   const columns = (rows: string[][]) => rows.map(([a, b]) => `  ${a!.padEnd(26)} ${b}`).join("\n");
   let text = await renderUsage(cmd, parent);
   if (!parent) {
-    text += `\nENVIRONMENT\n\n${columns(ENVIRONMENT)}\n\nEXIT CODES\n\n${columns(EXIT_CODES)}\n\nEXAMPLES\n\n${EXAMPLES.map((e) => `  $ ${e}`).join("\n")}\n`;
+    // citty would show the subcommands as if they followed the flags.
+    text = text.replace(/^(\S*USAGE\S*) .*$/m, (_, label: string) => `${label} send-to-runpod --workflow FILE [OPTIONS]\n      send-to-runpod <command> [OPTIONS]`);
+    text += `\n\nENVIRONMENT\n\n${columns(ENVIRONMENT)}\n\nEXIT CODES\n\n${columns(EXIT_CODES)}\n\nEXAMPLES\n\n${EXAMPLES.map((e) => `  $ ${e}`).join("\n")}\n`;
   }
   return text;
 }

@@ -803,7 +803,7 @@ const EmulateArgsSchema = v.object({
 export const emulateCommand = defineCommand({
   meta: {
     name: "emulate",
-    description: "Run a local RunPod serverless endpoint emulator (for trying the CLI without a GPU)",
+    description: "run a local emulator of a RunPod serverless endpoint (to try the CLI without an account)",
   },
   args: {
     host: { type: "string", valueHint: "address", description: "Interface to listen on", default: "127.0.0.1" },
