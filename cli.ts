@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
 import pkg from "./package.json" with { type: "json" };
-import { createClient, DEFAULT_RETRY, type Job, jobFailure, type RunpodClient } from "./lib/api.ts";
+import { createClient, DEFAULT_RETRY, download, type Job, jobFailure, type RunpodClient } from "./lib/api.ts";
 import {
   apiKeyFromConfigToml,
   connectionArgs,
@@ -25,10 +25,10 @@ import {
   waitArgs,
 } from "./lib/args.ts";
 import { CliError, ExitCode, usageError } from "./lib/errors.ts";
-import { buildJobInput, collectImages, encodeImages, readWorkflow } from "./lib/io.ts";
+import { describePlan, formatBytes, prepareRequest } from "./lib/io.ts";
 import { createProgress, describeHealth, formatElapsed, isTerminal, progressText, waitForJob } from "./lib/poll.ts";
 import { jsonReport, manifestRecord, newRecord, type RunRecord } from "./lib/report.ts";
-import { formatBytes, keepRawOutput, openFiles, outputItems, saveOutputs, sha256Hex, writeFileAtomically } from "./lib/save.ts";
+import { keepRawOutput, openFiles, type OutputItem, outputItems, saveOutputs, sha256Hex, writeFileAtomically } from "./lib/save.ts";
 import sampleWorkflow from "./workflows/sample-txt2img.json" with { type: "file" };
 
 // ---- Logging: stderr, one line each; stdout carries only data (saved paths, ids, --json). ----
@@ -65,6 +65,9 @@ const EXAMPLES = [
   "send-to-runpod --workflow workflows/inpaint.json --images input/photo.png input/mask.png --output renders",
   "send-to-runpod --workflow workflows/upscale.json --images-dir input --no-open --timeout 1200",
   "send-to-runpod --workflow flow.json --images a.png | xargs -n1 identify",
+  'send-to-runpod --workflow flow.json --set 6.text="a red fox" --set 3.steps=30 --seed random',
+  "send-to-runpod --workflow flow.json --dry-run --print-payload body.json",
+  "send-to-runpod --workflow flow.json --dialect worker-comfyui --local",
   "send-to-runpod --workflow flow.json --no-wait          # prints the job id",
   "send-to-runpod wait JOB_ID --output renders           # resume, save as a normal run does",
   "send-to-runpod --workflow flow.json --json --manifest run.json",
@@ -76,6 +79,8 @@ const ENVIRONMENT = [
   ["RUNPOD_API_KEY", "API key (else [default] api_key of ~/.runpod/config.toml)"],
   ["RUNPOD_ENDPOINT_ID", "endpoint id"],
   ["RUNPOD_ENDPOINT_BASE_URL", "API base URL (https, or http for localhost)"],
+  ["RUNPOD_DIALECT", "seed or worker-comfyui (--dialect)"],
+  ["COMFY_ORG_API_KEY", "passed to worker-comfyui as comfy_org_api_key; never printed"],
   ["NO_COLOR", "no colours"],
   [".env", "a .env file in the working directory is read; flags beat the environment, which beats files"],
 ];
@@ -118,7 +123,7 @@ const sources = (): Sources => ({
 /** Options once, validated, with logging and the run's record set up from them. */
 function optionsFrom(values: ParsedValues, record: RunRecord, from: Sources = sources()): Options {
   const options = resolveOptions(values, from);
-  if (options.apiKey) secrets.add(options.apiKey);
+  for (const secret of [options.apiKey, options.comfyOrgApiKey]) if (secret) secrets.add(secret);
   log.level = options.quiet ? LEVEL.quiet : options.verbose ? LEVEL.verbose : LEVEL.normal;
   record.manifestPath = options.manifest;
   return options;
@@ -128,10 +133,11 @@ function optionsFrom(values: ParsedValues, record: RunRecord, from: Sources = so
  * A client whose requests all stop when `budget` aborts. Under a budget, transient failures are
  * retried until it runs out: an API outage shorter than --timeout must not cost the job.
  */
-function clientFor(options: Options, credentials: { apiKey: string; endpointId: string }, budget?: AbortSignal): RunpodClient {
+function clientFor(options: Options, credentials: Credentials, budget?: AbortSignal): RunpodClient {
   return createClient({
     baseUrl: options.baseUrl,
     ...credentials,
+    local: options.local,
     signal: budget,
     retry: budget ? { ...DEFAULT_RETRY, attempts: Infinity } : DEFAULT_RETRY,
     onRequest: options.verbose ? (r) => log.debug(`${r.method} ${r.path} → ${r.status} (${r.ms} ms)`) : undefined,
@@ -144,18 +150,27 @@ function clientFor(options: Options, credentials: { apiKey: string; endpointId: 
 async function sendWorkflow(values: ParsedValues, record: RunRecord, from?: Sources): Promise<void> {
   const options = optionsFrom(values, record, from);
   if (!options.workflow) throw usageError("--workflow FILE is required");
-  const workflow = await readWorkflow(options.workflow);
-  const { images, warnings } = await collectImages(options.images, options.imagesDirs);
-  for (const warning of warnings) log.warn(warning);
-  const referenceImages = await encodeImages(images);
-  const credentials = requireCredentials(options);
+  const plan = await prepareRequest({ ...options, workflow: options.workflow, extras: requestExtras(options) });
+  for (const note of plan.notes) log.info(note);
+  for (const warning of plan.warnings) log.warn(warning);
+  if (plan.seed) log.info(`Seed ${plan.seed.seed}${plan.seed.random ? " (random)" : ""}`);
+  record.workflowSha256 = sha256Hex(JSON.stringify(plan.workflow));
+  record.extra = { ...record.extra, ...(plan.seed && { seed: plan.seed.seed }) };
+  if (options.printPayload === "-") process.stdout.write(`${redact(plan.body)}\n`);
+  else if (options.printPayload) await writeFileAtomically(options.printPayload, `${redact(plan.body)}\n`);
+  if (options.dryRun) {
+    record.extra = { ...record.extra, dryRun: { nodes: Object.keys(plan.workflow).length, images: plan.images.map(({ name, bytes }) => ({ name, bytes })), bodyBytes: plan.bodyBytes, dialect: plan.dialect } };
+    if (!options.json && options.printPayload !== "-") process.stdout.write(`${describePlan(plan).join("\n")}\n`);
+    log.success("Dry run: nothing was sent");
+    return;
+  }
+  const credentials = credentialsFor(options);
   record.endpointId = credentials.endpointId;
-  record.workflowSha256 = sha256Hex(JSON.stringify(workflow));
 
   await withBudget(options, credentials, record, async (client, signal) => {
-    const imageCount = images.length ? ` with ${images.length} reference image${images.length > 1 ? "s" : ""}` : "";
-    log.start(`Submitting ${basename(options.workflow!)}${imageCount} to endpoint ${credentials.endpointId}`);
-    record.job = await client.run(buildJobInput(workflow, referenceImages), requestExtras(options));
+    const imageCount = plan.images.length ? ` with ${plan.images.length} image${plan.images.length > 1 ? "s" : ""}` : "";
+    log.start(`Submitting ${basename(plan.file)}${imageCount} (${formatBytes(plan.bodyBytes)}) to ${options.local ? `the local test server at ${options.baseUrl}` : `endpoint ${credentials.endpointId}`}`);
+    record.job = await client.run(plan.body);
     log.info(`Job ${record.job.id} ${record.job.status}`);
     if (!options.wait) {
       if (!options.json) process.stdout.write(`${record.job.id}\n`);
@@ -166,11 +181,16 @@ async function sendWorkflow(values: ParsedValues, record: RunRecord, from?: Sour
   });
 }
 
+type Credentials = { apiKey?: string; endpointId: string };
+
+/** RunPod's local test server needs none; RunPod does, before any network call. */
+const credentialsFor = (options: Options): Credentials => (options.local ? { apiKey: undefined, endpointId: "local" } : requireCredentials(options));
+
 /**
  * Runs `work` under the --timeout budget, with Ctrl-C and SIGTERM handled: either one stops
  * every request, and a job still queued or running is cancelled (unless --no-cancel on a timeout).
  */
-async function withBudget(options: Options, credentials: { apiKey: string; endpointId: string }, record: RunRecord, work: (client: RunpodClient, signal: AbortSignal) => Promise<void>): Promise<void> {
+async function withBudget(options: Options, credentials: Credentials, record: RunRecord, work: (client: RunpodClient, signal: AbortSignal) => Promise<void>): Promise<void> {
   const stop = new AbortController();
   const deadline = setTimeout(() => stop.abort(new CliError(`no result after ${options.timeoutMs / 1000} s (--timeout)`, ExitCode.timeout)), options.timeoutMs);
   const interrupt = () => {
@@ -201,7 +221,7 @@ function stillRunningHint(error: unknown, job: Job | undefined, options: Options
 }
 
 /** Nobody should keep paying for a job they gave up on: cancel it, and say what became of it. */
-async function afterAbort(reason: unknown, job: Job | undefined, options: Options, credentials: { apiKey: string; endpointId: string }): Promise<unknown> {
+async function afterAbort(reason: unknown, job: Job | undefined, options: Options, credentials: Credentials): Promise<unknown> {
   if (!(reason instanceof CliError)) return reason;
   if (!job) return new CliError(`${reason.message} while submitting; the job may or may not have been created`, reason.exitCode);
   if (isTerminal(job.status)) return reason;
@@ -210,7 +230,7 @@ async function afterAbort(reason: unknown, job: Job | undefined, options: Option
   }
   log.info(`Cancelling job ${job.id} (it was ${job.status})`);
   try {
-    const cancelled = await createClient({ baseUrl: options.baseUrl, ...credentials, requestTimeoutMs: 10_000, retry: { attempts: 3, baseDelayMs: 300, maxDelayMs: 2000 } }).cancel(job.id);
+    const cancelled = await createClient({ baseUrl: options.baseUrl, ...credentials, local: options.local, requestTimeoutMs: 10_000, retry: { attempts: 3, baseDelayMs: 300, maxDelayMs: 2000 } }).cancel(job.id);
     return new CliError(`${reason.message}; job ${job.id} ${cancelled.status === "CANCELLED" ? "cancelled" : `is ${cancelled.status}`}`, reason.exitCode);
   } catch (error) {
     return new CliError(`${reason.message}; cancelling job ${job.id} failed (${(error as Error).message}), it may still run`, reason.exitCode);
@@ -224,6 +244,8 @@ async function follow(client: RunpodClient, options: Options, record: RunRecord,
     if (!isTerminal(record.job!.status)) {
       record.job = await waitForJob({
         status: () => client.status(record.job!.id),
+        // The local test server runs a job on its first status call, and has no long poll.
+        statusSync: options.local ? undefined : (waitMs) => client.statusSync(record.job!.id, waitMs),
         pollIntervalMs: options.pollIntervalMs,
         signal,
         onUpdate: (job) => {
@@ -241,7 +263,10 @@ async function follow(client: RunpodClient, options: Options, record: RunRecord,
   const timing = [job.delayTime !== undefined && `queued ${duration(job.delayTime)}`, job.executionTime !== undefined && `ran ${duration(job.executionTime)}`].filter(Boolean).join(", ");
   log.success(`Job ${job.id} COMPLETED${timing ? ` (${timing})` : ""}`);
 
-  const { saved, problems } = await saveOutputs(outputItems(job.output, job.id), options.output, new Date(), options.maxOutputBytes);
+  const { items, warnings } = outputItems(job.output, job.id);
+  for (const warning of warnings) log.warn(`the worker warns: ${warning}`);
+  const fetched = await Promise.all(items.map((item) => fetchOutput(item, options.maxOutputBytes, signal)));
+  const { saved, problems } = await saveOutputs(fetched, options.output, new Date(), options.maxOutputBytes);
   record.saved = saved;
   for (const file of saved) {
     if (!options.json) process.stdout.write(`${file.path}\n`);
@@ -253,6 +278,18 @@ async function follow(client: RunpodClient, options: Options, record: RunRecord,
 
   if (options.open && !options.json && process.stdout.isTTY) {
     for (const failure of await openFiles(saved.map((file) => file.path))) log.warn(`could not open ${failure}`);
+  }
+}
+
+/** An output left at a URL (worker-comfyui with S3) is downloaded; a failure is a problem of that output only. */
+async function fetchOutput(item: OutputItem, maxBytes: number, signal: AbortSignal): Promise<OutputItem> {
+  if (item.url === undefined || item.problem) return item;
+  try {
+    log.info(`Downloading ${new URL(item.url).host}/…${item.filename ? ` (${item.filename})` : ""}`);
+    return { ...item, bytes: await download(item.url, { maxBytes, signal }) };
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return { ...item, problem: (error as Error).message };
   }
 }
 
@@ -273,7 +310,7 @@ type Action = (values: ParsedValues, record: RunRecord) => Promise<void>;
 /** Options, credentials and a client, for subcommands that act on the endpoint. */
 function connect(values: ParsedValues, record: RunRecord) {
   const options = optionsFrom(values, record);
-  const credentials = requireCredentials(options);
+  const credentials = credentialsFor(options);
   record.endpointId = credentials.endpointId;
   return { options, credentials, client: clientFor(options, credentials) };
 }

@@ -90,6 +90,7 @@ export interface Target {
   endpointId: string;
   jobId?: string;
   baseUrl: string;
+  local?: boolean;
 }
 
 /** A failure that will not be retried → the one line and exit code the user sees. */
@@ -124,8 +125,14 @@ export function failureToError(op: Operation, failure: Failure, target: Target):
   const { status } = failure;
   const said = errorBodyMessage(failure.body);
   const suffix = `HTTP ${status}${said ? `: ${said}` : ""}`;
+  if (status === 405) return new CliError(`${what} failed (${suffix}): this server does not take that request`, ExitCode.api, undefined, "method_not_allowed");
   if (status === 401 || status === 403) {
     return new CliError(`RunPod rejected the API key (${suffix}); check RUNPOD_API_KEY or --api-key`, ExitCode.credentials, undefined, "credentials_rejected");
+  }
+  if (status === 404 && target.local) {
+    return op === "run" || op === "status"
+      ? new CliError(`nothing answers ${op} at ${target.baseUrl} (${suffix}): --local takes the server's root URL, such as http://localhost:8000`, ExitCode.api, undefined, "endpoint_not_found")
+      : new CliError(`RunPod's local test server has no /${op} route (${suffix}): it offers only run, runsync and status`, ExitCode.api, undefined, "not_supported_locally");
   }
   if (status === 404) {
     return target.jobId
@@ -144,7 +151,13 @@ export interface RequestLine {
 }
 
 export interface ClientOptions extends Target {
-  apiKey: string;
+  /** Absent only for RunPod's local test server, which checks none. */
+  apiKey?: string;
+  /**
+   * RunPod's local test server (`--rp_serve_api`): routes at the root without an endpoint id,
+   * every route POST, and no authentication.
+   */
+  local?: boolean;
   /** Per request; an upload gets one more second per MB of body. */
   requestTimeoutMs?: number;
   retry?: RetryPolicy;
@@ -161,17 +174,22 @@ export type RunpodClient = ReturnType<typeof createClient>;
 
 export function createClient(options: ClientOptions) {
   const { baseUrl, endpointId, apiKey, requestTimeoutMs = 30_000, retry = DEFAULT_RETRY, signal, onRequest, onRetry, sleep = abortableSleep } = options;
-  const endpointUrl = `${baseUrl}/${encodeURIComponent(endpointId)}`;
+  const endpointUrl = options.local ? baseUrl : `${baseUrl}/${encodeURIComponent(endpointId)}`;
 
-  async function attempt(method: "GET" | "POST", path: string, body: string | undefined): Promise<{ text?: string; failure?: Failure }> {
+  async function attempt(method: "GET" | "POST", path: string, body: string | undefined, timeoutExtraMs: number): Promise<{ text?: string; failure?: Failure }> {
     const started = performance.now();
     const line = (status: number | string) => onRequest?.({ method, path: new URL(endpointUrl + path).pathname, status, ms: Math.round(performance.now() - started) });
-    const timeout = AbortSignal.timeout(requestTimeoutMs + Math.floor(Buffer.byteLength(body ?? "") / 1e6) * 1000);
+    // An upload gets a second more per MB; a long poll, the time it may be held.
+    const timeout = AbortSignal.timeout(requestTimeoutMs + timeoutExtraMs + Math.floor(Buffer.byteLength(body ?? "") / 1e6) * 1000);
     try {
       const response = await ofetch.raw(endpointUrl + path, {
         method,
         body,
-        headers: { authorization: `Bearer ${apiKey}`, accept: "application/json", ...(body !== undefined && { "content-type": "application/json" }) },
+        headers: {
+          accept: "application/json",
+          ...(apiKey && !options.local && { authorization: `Bearer ${apiKey}` }),
+          ...(body !== undefined && { "content-type": "application/json" }),
+        },
         responseType: "text",
         retry: 0,
         ignoreResponseError: true,
@@ -190,13 +208,12 @@ export function createClient(options: ClientOptions) {
     }
   }
 
-  async function call<T>(op: Operation, parse: (text: string) => T, path: string, { jobId, body }: { jobId?: string; body?: unknown } = {}): Promise<T> {
-    const method = op === "status" || op === "health" ? "GET" : "POST";
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+  async function call<T>(op: Operation, parse: (text: string) => T, path: string, { jobId, payload, timeoutExtraMs = 0 }: { jobId?: string; payload?: string; timeoutExtraMs?: number } = {}): Promise<T> {
+    const method = (op === "status" || op === "health") && !options.local ? "GET" : "POST";
     // A submission that cannot get through soon is better reported than held up: fewer tries for /run.
     const policy = op === "run" ? { ...retry, attempts: Math.min(retry.attempts, RUN_ATTEMPTS) } : retry;
     for (let n = 1; ; n++) {
-      const answer = await attempt(method, path, payload);
+      const answer = await attempt(method, path, payload, timeoutExtraMs);
       let failure = answer.failure;
       if (!failure) {
         try {
@@ -207,7 +224,7 @@ export function createClient(options: ClientOptions) {
         }
       }
       const wait = retryDelay(op, failure, n, policy);
-      const error = failureToError(op, failure, { baseUrl, endpointId, jobId });
+      const error = failureToError(op, failure, { baseUrl, endpointId, jobId, local: options.local });
       if (wait === undefined) throw error;
       onRetry?.(error, wait);
       await sleep(wait, signal);
@@ -216,13 +233,22 @@ export function createClient(options: ClientOptions) {
   const jobPath = (route: string, jobId: string) => `/${route}/${encodeURIComponent(jobId)}`;
 
   return {
-    /** POST /run. `extras` carries request-level fields beside `input` (policy, webhook). */
-    run: (input: unknown, extras: Record<string, unknown> = {}) => call("run", parseJob, "/run", { body: { ...extras, input } }),
+    /** POST /run with the request body already serialized (its size was checked against RunPod's limit). */
+    run: (body: string) => call("run", parseJob, "/run", { payload: body }),
     status: (jobId: string) => call("status", parseJob, jobPath("status", jobId), { jobId }),
+    /** The long poll, or undefined when this endpoint has no status-sync route (404 or 405 there). */
+    statusSync: async (jobId: string, waitMs: number): Promise<Job | undefined> => {
+      try {
+        return await call("status", parseJob, `${jobPath("status-sync", jobId)}?wait=${waitMs}`, { jobId, timeoutExtraMs: waitMs });
+      } catch (error) {
+        if (error instanceof CliError && (error.code === "job_not_found" || error.code === "method_not_allowed")) return undefined;
+        throw error;
+      }
+    },
     cancel: (jobId: string) => call("cancel", parseJob, jobPath("cancel", jobId), { jobId }),
-    retry: (jobId: string) => call("retry", parseJob, jobPath("retry", jobId), { jobId, body: {} }),
+    retry: (jobId: string) => call("retry", parseJob, jobPath("retry", jobId), { jobId, payload: "{}" }),
     health: () => call("health", (text) => parseAnswer(HealthSchema, text, "health"), "/health"),
-    purgeQueue: () => call("purge-queue", (text) => parseAnswer(PurgeSchema, text, "purge-queue").removed, "/purge-queue", { body: {} }),
+    purgeQueue: () => call("purge-queue", (text) => parseAnswer(PurgeSchema, text, "purge-queue").removed, "/purge-queue", { payload: "{}" }),
   };
 }
 
@@ -249,6 +275,77 @@ export function parseJob(text: string): Job {
   const parsed = v.safeParse(JobSchema, data);
   if (!parsed.success) throw new CliError(`RunPod answered without a job id and status: ${JSON.stringify(data).slice(0, 200)}`, ExitCode.api, undefined, "malformed_response");
   return parsed.output;
+}
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+/** https anywhere; plain http only where nothing crosses a network (the emulator, a local server). */
+export const isSecureOrLoopback = (url: URL) => url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK.test(url.hostname));
+
+export interface DownloadOptions {
+  maxBytes: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+const DOWNLOAD_RETRY: RetryPolicy = { attempts: 3, baseDelayMs: 500, maxDelayMs: 4000 };
+
+/** An output a worker left at a URL (S3): https only (http for loopback), never more than `maxBytes`. */
+export async function download(url: string, { maxBytes, timeoutMs = 120_000, signal, sleep = abortableSleep }: DownloadOptions): Promise<Uint8Array> {
+  const target = URL.canParse(url) ? new URL(url) : undefined;
+  if (!target || !isSecureOrLoopback(target)) throw new Error(`will not download ${JSON.stringify(url.slice(0, 80))}: only https URLs (http for localhost)`);
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const stop = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  const where = `${target.host}${target.pathname}`;
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const failure = await fetchOnce(url, where, maxBytes, stop);
+      if (failure instanceof Uint8Array) return failure;
+      // S3 answers a busy moment with 503 SlowDown: worth another try, as a dropped connection is.
+      const wait = retryDelay("status", failure, attempt, DOWNLOAD_RETRY);
+      if (wait === undefined) {
+        const status = failure.kind === "http" ? failure.status : undefined;
+        throw new Error(`downloading ${where} failed: ${status ? `HTTP ${status}${status === 403 ? " (presigned URLs expire after 7 days)" : ""}` : failure.kind === "network" ? failure.message : "no answer"}`);
+      }
+      await sleep(wait, stop);
+    }
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    if (timeout.aborted) throw new Error(`downloading ${where} took longer than ${timeoutMs / 1000} s`);
+    throw error;
+  }
+}
+
+/** One GET: the bytes, a failure worth describing, or a throw for what no retry mends (too big, a bad redirect). */
+async function fetchOnce(url: string, where: string, maxBytes: number, stop: AbortSignal): Promise<Uint8Array | Failure> {
+  let response: Awaited<ReturnType<typeof ofetch.raw>>;
+  try {
+    response = await ofetch.raw(url, { responseType: "stream", retry: 0, ignoreResponseError: true, signal: stop });
+  } catch (error) {
+    if (stop.aborted) throw error;
+    const cause = error instanceof FetchError ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
+    return { kind: "network", code: cause?.code, message: cause?.message ?? (error as Error).message };
+  }
+  const stream = response._data as ReadableStream<Uint8Array>;
+  const refuse = async (why: string) => {
+    await stream?.cancel();
+    return new Error(why);
+  };
+  if (!response.ok) {
+    await stream?.cancel();
+    return { kind: "http", status: response.status, body: "", retryAfter: response.headers.get("retry-after") };
+  }
+  if (response.redirected && !isSecureOrLoopback(new URL(response.url))) throw await refuse(`${where} redirected to a URL that is not https`);
+  const declared = Number(response.headers.get("content-length"));
+  if (declared > maxBytes) throw await refuse(`${where} is ${declared} bytes, over --max-output-bytes`);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += chunk.length;
+    if (size > maxBytes) throw new Error(`${where} is over --max-output-bytes (${maxBytes} bytes)`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -283,17 +380,44 @@ export function jobFailure(job: Job): CliError {
   } catch {
     // a plain message
   }
-  // "Workflow validation failed:" says nothing alone: the line after it names the node.
-  const lines = reason.split("\n").map((l) => l.trim()).filter(Boolean);
-  const headline = lines[0]?.endsWith(":") && lines[1] ? `${lines[0]} ${truncate(lines[1], 200)}` : lines[0];
-  const firstLine = [headline, ...detailLines.map((d) => truncate(d.trim(), 200))].filter(Boolean).join(" — ");
-  const restOfReason = lines.slice(1).join("\n");
+  const [said = "", raw] = reason.split(/\. Raw response: /, 2);
+  const lines = said.split("\n").map((l) => l.trim()).filter(Boolean);
+  // A message ending in ":" says nothing alone: its lines (ComfyUI's node errors) are the point.
+  const listed = lines[0]?.endsWith(":") ? lines.slice(1).map((line) => line.replace(/^•\s*/, "")) : [];
+  const nodeLines = nodeErrorLines(said);
+  const bullets = nodeLines.length ? nodeLines : listed.map((line) => truncate(line, 200) + failureHint(line));
+  const headline = bullets.length ? lines[0]!.replace(/:$/, "") : lines[0];
+  const firstLine = [headline && headline + failureHint(headline), ...detailLines.map((d) => truncate(d.trim(), 200) + failureHint(d))].filter(Boolean).join(" — ");
   return new CliError(
-    `job ${job.id} ended ${job.status}${took}${firstLine ? `: ${firstLine}` : ""}`,
+    `job ${job.id} ended ${job.status}${took}${firstLine ? `: ${firstLine}` : ""}${bullets.map((line) => `\n  • ${line}`).join("")}`,
     ExitCode.jobFailed,
-    [restOfReason, traceback].filter(Boolean).join("\n") || undefined,
+    [lines.slice(1).join("\n"), raw && `raw response: ${raw}`, traceback].filter(Boolean).join("\n") || undefined,
     `job_${job.status.toLowerCase()}`,
   );
+}
+
+/** worker-comfyui's "Workflow validation failed" → one line per node, with a hint for the common causes. */
+export function nodeErrorLines(reason: string): string[] {
+  if (!/^Workflow validation failed/.test(reason)) return [];
+  return [...reason.matchAll(/^• Node (\S+) \(errors\): (.*)$/gm)].map(([, id, errors = ""]) => {
+    const types = [...errors.matchAll(/'type': '([^']+)'/g)].map((m) => m[1]!);
+    const details = [...errors.matchAll(/'details': (?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')/g)].map((m) => m[1] ?? m[2] ?? "").filter(Boolean);
+    const classType = reason.split("\n").find((line) => line.startsWith(`• Node ${id} (class_type): `))?.split("): ")[1];
+    const text = details.map((d) => truncate(d, 160)).join("; ") || types.join(", ");
+    return `node ${id}${classType ? ` (${classType})` : ""}: ${text}${failureHint(text, types)}`;
+  });
+}
+
+/** What usually fixes it, from the failures users meet most (comfyui-workflows.md). */
+function failureHint(text: string, types: readonly string[] = []): string {
+  if (types.includes("value_not_in_list") && /\b\w*(ckpt|lora|vae|unet|clip|control_net|model)\w*_name\b/i.test(text)) {
+    return " (models belong under /runpod-volume/models/<type>/ on the network volume, not /runpod-volume/<type>/)";
+  }
+  if (/Invalid image file/.test(text)) return " (send that file with --images, or put it in --input-dir)";
+  if (/^Failed to upload one or more input images/.test(text)) return " (worker-comfyui makes no sub-folders: send images under plain names)";
+  if (/custom node may not be installed/.test(text)) return " (the worker image lacks that custom node)";
+  if (/^Prompt has no outputs/.test(text)) return " (add a SaveImage node)";
+  return "";
 }
 
 const truncate = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);

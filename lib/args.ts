@@ -3,9 +3,13 @@
 // last of repeated flags, has no variadic values and accepts unknown flags silently.
 import type { ArgsDef } from "citty";
 import * as v from "valibot";
+import { isSecureOrLoopback } from "./api.ts";
 import { CliError, ExitCode, usageError } from "./errors.ts";
+import { DIALECTS } from "./workflow.ts";
 
 export const DEFAULT_BASE_URL = "https://api.runpod.ai/v2";
+/** Where `python handler.py --rp_serve_api` listens. */
+export const LOCAL_TEST_SERVER = "http://localhost:8000";
 
 // Argument fragments, spread into each command's args (as nuxi does); --help lists them in this order.
 
@@ -19,6 +23,17 @@ export const submitArgs = {
   workflow: { type: "string", valueHint: "FILE", required: true, description: "ComfyUI workflow in API format (Export (API) in ComfyUI)" },
   images: { type: "string", valueHint: "FILE...", description: "reference images; several after one flag, and the flag may repeat" },
   "images-dir": { type: "string", valueHint: "DIR", description: "send every image under DIR, named by its path relative to DIR" },
+} as const satisfies ArgsDef;
+
+/** Checking and changing the workflow before it is sent (README "Preflight"). */
+export const preflightArgs = {
+  set: { type: "string", valueHint: "NODE.INPUT=VALUE", description: "change an input of a node (by id or title); repeatable: --set 6.text=\"a red fox\" --set 3.steps=30" },
+  seed: { type: "string", valueHint: "N|random", description: "set every sampler's seed / noise_seed; random picks one and reports it" },
+  "input-dir": { type: "string", valueHint: "DIR", default: "./input", description: "where files the workflow names, but that were not given, are looked for and attached" },
+  strict: { type: "boolean", description: "a file the workflow names that is found nowhere is an error, not a warning" },
+  "dry-run": { type: "boolean", description: "check and summarise what would be sent, then exit 0 (no credentials needed, nothing sent)" },
+  "print-payload": { type: "string", valueHint: "FILE", description: "write the exact JSON body of /run to FILE (- for stdout)" },
+  dialect: { type: "enum", options: ["seed", "worker-comfyui"], valueHint: "seed|worker-comfyui", default: "seed", description: "the worker's request shape: the original handler, or RunPod's worker-comfyui (env RUNPOD_DIALECT)" },
 } as const satisfies ArgsDef;
 
 /** Waiting for a job and saving its results: the default command and `wait`. */
@@ -46,6 +61,7 @@ export const connectionArgs = {
   "api-key": { type: "string", valueHint: "KEY", description: "RunPod API key (env RUNPOD_API_KEY, then ~/.runpod/config.toml)" },
   "endpoint-id": { type: "string", valueHint: "ID", description: "serverless endpoint id (env RUNPOD_ENDPOINT_ID)" },
   "base-url": { type: "string", valueHint: "URL", description: `API base URL (env RUNPOD_ENDPOINT_BASE_URL; default ${DEFAULT_BASE_URL})` },
+  local: { type: "string", valueHint: "[URL]", description: `RunPod's local test server (python handler.py --rp_serve_api) instead, at URL (default ${LOCAL_TEST_SERVER}); no credentials` },
 } as const satisfies ArgsDef;
 
 /** How much is said, and in which form. */
@@ -64,6 +80,7 @@ export const runArgs = {
   timeout,
   "poll-interval": pollInterval,
   ...connectionArgs,
+  ...preflightArgs,
   ...policyArgs,
   ...laterWaitArgs,
   ...reportArgs,
@@ -71,6 +88,8 @@ export const runArgs = {
 
 /** Flags that take every following non-flag word (`--images a.png b.png`). All string flags may repeat. */
 const VARIADIC = new Set(["images"]);
+/** Flags whose value may be left out (`--local` alone means the default URL). */
+const OPTIONAL_VALUE = new Set(["local"]);
 
 export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
 
@@ -119,10 +138,13 @@ export function parseArgv(argv: readonly string[], def: ArgsDef): ParsedValues {
       push(name, inline);
       continue;
     }
+    // An optional value is taken only when it looks like one (`status --local JOB_ID` keeps the id).
+    const takes = (next: string) => !isFlag(next) && (!OPTIONAL_VALUE.has(name) || /^https?:\/\//i.test(next));
     const taken: string[] = [];
-    while (i + 1 < argv.length && !isFlag(argv[i + 1]!) && (taken.length === 0 || VARIADIC.has(name))) {
+    while (i + 1 < argv.length && takes(argv[i + 1]!) && (taken.length === 0 || VARIADIC.has(name))) {
       taken.push(argv[++i]!);
     }
+    if (taken.length === 0 && OPTIONAL_VALUE.has(name)) taken.push("");
     if (taken.length === 0) throw usageError(`--${name} needs a value${arg.valueHint ? ` (${arg.valueHint})` : ""}`);
     for (const value of taken) push(name, value);
   }
@@ -183,8 +205,6 @@ const byteCount = (flag: string) =>
     v.minValue(1, `--${flag} must be at least 1 byte`),
   );
 
-const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
-
 const url = (what: string) =>
   v.pipe(
     v.string(),
@@ -195,10 +215,7 @@ const url = (what: string) =>
 
 export const baseUrlSchema = v.pipe(
   url("the base URL"),
-  v.check(
-    (url) => url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK.test(url.hostname)),
-    "the base URL must use https (plain http only for localhost)",
-  ),
+  v.check(isSecureOrLoopback, "the base URL must use https (plain http only for localhost)"),
   v.check((url) => !url.search && !url.hash && !url.username && !url.password, "the base URL must not carry a query, a fragment or credentials"),
   v.transform((url) => url.href.replace(/\/+$/, "")),
 );
@@ -228,6 +245,16 @@ const OptionsSchema = v.object({
     ),
   ),
   lowPriority: v.boolean(),
+  sets: v.array(v.string()),
+  seed: v.optional(v.string()),
+  inputDir: v.pipe(v.string(), v.minLength(1, "--input-dir needs a non-empty value")),
+  strict: v.boolean(),
+  dryRun: v.boolean(),
+  printPayload: v.optional(v.pipe(v.string(), v.minLength(1, "--print-payload needs a file name (or - for stdout)"))),
+  dialect: v.picklist(DIALECTS, `the dialect must be one of ${DIALECTS.join(", ")} (--dialect or RUNPOD_DIALECT)`),
+  /** RunPod's local test server: no endpoint id, no credentials, status by POST. */
+  local: v.boolean(),
+  comfyOrgApiKey: v.optional(v.string()),
   apiKey: v.optional(v.string()),
   endpointId: v.optional(v.string()),
   baseUrl: baseUrlSchema,
@@ -286,11 +313,22 @@ export function resolveOptions(values: ParsedValues, sources: Sources): Options 
     ttlMs: flag("ttl"),
     webhook: flag("webhook"),
     lowPriority: values["low-priority"] === true,
+    sets: list("set"),
+    seed: flag("seed"),
+    inputDir: flag("input-dir") ?? preflightArgs["input-dir"].default,
+    strict: values.strict === true,
+    dryRun: values["dry-run"] === true,
+    printPayload: flag("print-payload"),
+    dialect: flag("dialect") ?? (sources.env.RUNPOD_DIALECT?.trim() || preflightArgs.dialect.default),
+    local: flag("local") !== undefined,
+    comfyOrgApiKey: sources.env.COMFY_ORG_API_KEY?.trim() || undefined,
     json: values.json === true,
     quiet: values.quiet === true,
     verbose: values.verbose === true,
     yes: values.yes === true,
     ...resolveConnection(values, sources),
+    // The local test server replaces the endpoint: its URL is the base, and it wants no credentials.
+    ...(flag("local") !== undefined && { baseUrl: flag("local") || LOCAL_TEST_SERVER }),
   };
   const parsed = v.safeParse(OptionsSchema, raw);
   if (!parsed.success) throw usageError(parsed.issues[0].message);

@@ -8,23 +8,17 @@ import { deflateSync } from "node:zlib";
 export type HandlerResult = { output: { images: string[] }; steps: number } | { error: string };
 
 type Graph = Record<string, unknown>;
-interface WorkflowNode {
+/** A node of an API-format graph, once ComfyUI has read it. */
+export interface WorkflowNode {
   id: string;
   classType: string;
   inputs: Record<string, unknown>;
 }
 
-/** ComfyUI's OUTPUT_NODE classes among the core and common ones; only SaveImage files are returned. */
-const OUTPUT_NODE_TYPES = new Set([
-  "SaveImage",
-  "PreviewImage",
-  "SaveAnimatedWEBP",
-  "SaveAnimatedPNG",
-  "SaveWEBM",
-  "SaveVideo",
-  "SaveAudio",
-  "VHS_VideoCombine",
-]);
+/** Core ComfyUI's OUTPUT_NODE classes that save or preview images, video or sound. */
+export const CORE_OUTPUT_NODES = ["SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG", "SaveWEBM", "SaveVideo", "SaveAudio"];
+/** The output nodes of the original handler's ComfyUI (custom nodes included); only SaveImage files are returned. */
+const OUTPUT_NODE_TYPES = new Set([...CORE_OUTPUT_NODES, "VHS_VideoCombine"]);
 const RETURNED_OUTPUT_TYPE = "SaveImage";
 const FILE_READING_TYPES = new Set(["LoadImage", "LoadImageMask"]);
 const INPUT_ANNOTATION = " [input]";
@@ -33,10 +27,10 @@ const MAX_SIDE = 64;
 const MAX_BATCH = 4096; // ComfyUI's EmptyLatentImage limit
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
 
-const byNodeId = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
+export const byNodeId = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
 
 export function runHandler(input: unknown): HandlerResult {
   if (!isRecord(input)) return { error: "Invalid input: expected a JSON object" };
@@ -106,7 +100,7 @@ function readNodes(graph: Graph): WorkflowNode[] | string {
 }
 
 /** A well-formed link: `["node id", output index]`. */
-function asLink(value: unknown): [string, number] | undefined {
+export function asLink(value: unknown): [string, number] | undefined {
   if (Array.isArray(value) && value.length === 2) {
     const [source, slot] = value as unknown[];
     if (typeof source === "string" && typeof slot === "number" && Number.isInteger(slot) && slot >= 0) {
@@ -117,7 +111,7 @@ function asLink(value: unknown): [string, number] | undefined {
 }
 
 /** The nodes ComfyUI executes (and therefore validates): the given ones and all they read from, in id order. */
-function upstreamOf(starts: WorkflowNode[], byId: Map<string, WorkflowNode>): WorkflowNode[] {
+export function upstreamOf(starts: WorkflowNode[], byId: Map<string, WorkflowNode>): WorkflowNode[] {
   const seen = new Map<string, WorkflowNode>();
   const pending = [...starts];
   for (let node = pending.pop(); node; node = pending.pop()) {
@@ -175,7 +169,7 @@ function positiveInteger(value: unknown, fallback: number): number {
 }
 
 /** One SaveImage node's files: `batch_size` images sized like the latent (or image) it was made from. */
-function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNode>): string[] {
+export function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNode>): string[] {
   const sized = nearestUpstream(save, byId, (n) => !!positiveNumber(n.inputs.width) && !!positiveNumber(n.inputs.height));
   const [width, height] = thumbnailSize(
     positiveNumber(sized?.inputs.width) ?? DEFAULT_SIDE,

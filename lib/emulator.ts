@@ -1,16 +1,21 @@
 // A local stand-in for a RunPod serverless endpoint (queue API under /v2/{endpointId}/), faithful
-// to shared/reference/runpod-serverless-api.md, running the fake worker of emulator-worker.ts.
+// to shared/reference/runpod-serverless-api.md, running the fake worker of emulator-worker.ts (the
+// "seed" dialect) or RunPod's worker-comfyui handler of emulator-comfyui.ts. In local mode it is
+// RunPod's local test server instead (`python handler.py --rp_serve_api`) running the same handlers.
 //
 // Layout: pure job transitions (decide) → `Endpoint`, the queue and workers as a discrete-event
 // simulation driven by an explicit clock (no timers, no I/O) → `startEmulator`, the HTTP glue with
 // one timer → `emulateCommand`, the CLI command. Injected faults are decided in emulator-faults.ts.
 import { defineCommand } from "citty";
 import * as v from "valibot";
+import { FRESH_COMFY, RECORDED_CHECKPOINTS, runComfyHandler } from "./emulator-comfyui.ts";
 import { API_ROUTES, FaultPlan, cutConnection, faultAnswer, parseFaults } from "./emulator-faults.ts";
 import type { ApiRoute, FaultName, FaultSpec, JobFaults, JobRoute } from "./emulator-faults.ts";
-import { runHandler } from "./emulator-worker.ts";
-import type { HandlerResult } from "./emulator-worker.ts";
+import { isRecord, runHandler } from "./emulator-worker.ts";
 import { CliError, ExitCode, usageError } from "./errors.ts";
+
+/** The worker's handler: the original one (`seed`), or RunPod's official worker-comfyui 5.x. */
+export type Dialect = "seed" | "worker-comfyui";
 
 export interface EmulatorOptions {
   host: string;
@@ -38,6 +43,14 @@ export interface EmulatorOptions {
   faultSeed: number;
   /** The `Retry-After` of the rate-limit fault's 429s. */
   retryAfterSeconds: number;
+  /** Which handler the workers run. */
+  dialect: Dialect;
+  /** worker-comfyui only: images go to an S3 bucket that the emulator serves itself, and come back as URLs. */
+  s3: boolean;
+  /** worker-comfyui only: the checkpoints its ComfyUI has (default: those of the worker the fixtures were recorded on). */
+  checkpoints: readonly string[];
+  /** Be RunPod's local test server (`handler.py --rp_serve_api`) rather than an endpoint. */
+  localMode: boolean;
 }
 
 export interface RecordedRequest {
@@ -54,7 +67,7 @@ export interface RecordedRequest {
 }
 
 export interface Emulator {
-  /** Base URL ending in /v2, e.g. http://127.0.0.1:8000/v2 */
+  /** Base URL ending in /v2, e.g. http://127.0.0.1:8000/v2; in local mode the server's root, e.g. http://127.0.0.1:8000 */
   url: string;
   endpointId: string;
   apiKey: string;
@@ -97,6 +110,10 @@ const DEFAULT_OPTIONS: EmulatorOptions = {
   faults: [],
   faultSeed: 1,
   retryAfterSeconds: 1,
+  dialect: "seed",
+  s3: false,
+  checkpoints: RECORDED_CHECKPOINTS,
+  localMode: false,
 };
 
 const MB = 1024 * 1024;
@@ -118,14 +135,24 @@ interface JobRequest {
   policy?: { executionTimeout?: number; ttl?: number };
 }
 
-/** One execution of a job on a worker, planned in full when it starts (the handler is pure). */
+/**
+ * What a handler answers: its output (with the sampler steps that drive progress reports, when the
+ * handler reports progress), or the job's error and what it returned beside it (kept as `output`).
+ */
+type WorkerResult = { output: unknown; steps?: number } | { error: string; output?: unknown };
+/** A worker's handler. It may keep state from one job to the next, as a worker's ComfyUI keeps its files. */
+type WorkerHandler = (jobId: string, input: unknown) => WorkerResult;
+/** Starts the handler of a new worker; `workerId` is undefined on the local test server. */
+type WorkerFactory = (workerId: string | undefined) => WorkerHandler;
+
+/** One execution of a job on a worker, planned in full when it starts (the handler is synchronous). */
 interface Run {
   readonly workerId: string;
   readonly startedAt: number;
   /** When the handler returns or executionTimeout stops it, whichever is first. */
   readonly endsAt: number;
   readonly timesOut: boolean;
-  readonly result: HandlerResult;
+  readonly result: WorkerResult;
   readonly progress: readonly { readonly at: number; readonly output: unknown }[];
 }
 
@@ -180,15 +207,15 @@ function newJob(id: string, route: JobRoute, request: JobRequest, now: number, e
   };
 }
 
-function planRun(job: Job, workerId: string, startedAt: number, timing: Timing): Run {
-  const result = runHandler(job.input);
+function planRun(job: Job, worker: WorkerSlot, startedAt: number, timing: Timing): Run {
+  const result = worker.handle(job.id, job.input);
   // A workflow that fails validation fails at once; a valid one "renders" for executionMs.
   const handlerMs = "error" in result ? 0 : timing.executionMs;
   const endsAt = startedAt + Math.min(handlerMs, job.executionTimeout);
   const progress =
-    "error" in result ? [] : progressReports(result.steps, timing.progressUpdates, startedAt, handlerMs);
+    "error" in result || result.steps === undefined ? [] : progressReports(result.steps, timing.progressUpdates, startedAt, handlerMs);
   return {
-    workerId,
+    workerId: worker.id,
     startedAt,
     endsAt,
     timesOut: handlerMs > job.executionTimeout,
@@ -214,7 +241,10 @@ function startJob(job: Job, run: Run): Job {
 function endRun(job: Job, run: Run, resultLimitBytes: number): Job {
   const ended = { ...job, finishedAt: run.endsAt };
   if (run.timesOut) return { ...ended, status: "TIMED_OUT" };
-  if ("error" in run.result) return { ...ended, status: "FAILED", error: run.result.error };
+  if ("error" in run.result) {
+    const { error, output } = run.result;
+    return output === undefined ? { ...ended, status: "FAILED", error } : { ...ended, status: "FAILED", error, output };
+  }
   const output = run.result.output;
   // RunPod drops a result over its size limit and still reports COMPLETED.
   if (job.faults.dropOutput || Buffer.byteLength(JSON.stringify(output)) > resultLimitBytes) return { ...ended, status: "COMPLETED" };
@@ -246,13 +276,14 @@ function jobObject(job: Job, now: number): JobObject {
     view.executionTime = Math.round(job.finishedAt - run.startedAt);
   }
   if (run) view.workerId = run.workerId;
+  // A failed handler's error comes before what it returned beside it (worker-comfyui's details).
+  if (job.error !== undefined) view.error = job.error;
   if (job.status === "IN_PROGRESS") {
     const latest = run?.progress.findLast((report) => report.at <= now);
     if (latest) view.output = latest.output;
   } else if (job.output !== undefined) {
     view.output = job.output;
   }
-  if (job.error !== undefined) view.error = job.error;
   if (job.retries > 0) view.retries = job.retries;
   return view;
 }
@@ -261,8 +292,16 @@ function jobObject(job: Job, now: number): JobObject {
 
 interface WorkerSlot {
   readonly id: string;
+  readonly handle: WorkerHandler;
   jobId: string | undefined;
   freeSince: number;
+}
+
+interface EndpointEvents {
+  /** A job reached COMPLETED, FAILED or TIMED_OUT. */
+  finished(job: Job): void;
+  /** A job was deleted (ttl, retention, purge-queue). */
+  deleted(jobId: string): void;
 }
 
 type RetryOutcome = { retried: Job } | { refused: Job } | undefined;
@@ -280,10 +319,13 @@ class Endpoint {
     private readonly timing: Timing,
     workerCount: number,
     now: number,
-    /** Called when a job reaches COMPLETED, FAILED or TIMED_OUT. */
-    private readonly onFinished: (job: Job) => void,
+    newWorker: WorkerFactory,
+    private readonly events: EndpointEvents,
   ) {
-    this.workers = Array.from({ length: workerCount }, () => ({ id: workerId(), jobId: undefined, freeSince: now }));
+    this.workers = Array.from({ length: workerCount }, () => {
+      const id = workerId();
+      return { id, handle: newWorker(id), jobId: undefined, freeSince: now };
+    });
   }
 
   submit(route: JobRoute, request: JobRequest, now: number, extras: Pick<Job, "faults" | "onEnd">): Job {
@@ -324,7 +366,7 @@ class Endpoint {
   purgeQueue(now: number): number {
     this.advance(now);
     const queued = [...this.jobs.values()].filter((job) => job.status === "IN_QUEUE");
-    for (const job of queued) this.jobs.delete(job.id);
+    for (const job of queued) this.delete(job.id);
     return queued.length;
   }
 
@@ -394,7 +436,7 @@ class Endpoint {
 
   private start(job: Job, worker: WorkerSlot, at: number): void {
     worker.jobId = job.id;
-    this.jobs.set(job.id, startJob(job, planRun(job, worker.id, at, this.timing)));
+    this.jobs.set(job.id, startJob(job, planRun(job, worker, at, this.timing)));
   }
 
   private end(job: Job, run: Run): void {
@@ -404,12 +446,17 @@ class Endpoint {
     if (ended.status === "COMPLETED") this.totals.completed++;
     else this.totals.failed++;
     job.onEnd?.(ended);
-    this.onFinished(ended);
+    this.events.finished(ended);
   }
 
   private expire(job: Job, at: number): void {
     this.freeWorkerOf(job, at);
-    this.jobs.delete(job.id);
+    this.delete(job.id);
+  }
+
+  private delete(id: string): void {
+    this.jobs.delete(id);
+    this.events.deleted(id);
   }
 
   private freeWorkerOf(job: Job, at: number): void {
@@ -428,9 +475,6 @@ function workerId(): string {
 }
 
 // ---- HTTP ------------------------------------------------------------------------------------
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
 
 const policyMs = (name: string) =>
   v.optional(
@@ -489,6 +533,129 @@ async function readBodyWithin(request: Request, limit: number): Promise<Uint8Arr
   return Buffer.concat(chunks);
 }
 
+// ---- RunPod's local test server (runpod-python's rp_fastapi: FastAPI behind uvicorn) ---------------
+
+type LocalRoute = "run" | "runsync" | "status" | "stream";
+/** Its routes, at the root, POST only; whether each takes a job id. (No cancel, retry, purge-queue or health.) */
+const LOCAL_ROUTES: Record<LocalRoute, boolean> = { run: false, runsync: false, status: true, stream: true };
+
+function matchLocalRoute(path: string): { name: LocalRoute; jobId: string } | undefined {
+  const match = /^\/(run|runsync|status|stream)(?:\/([^/]+))?$/.exec(path);
+  const name = match?.[1] as LocalRoute | undefined;
+  if (!name || LOCAL_ROUTES[name] !== (match?.[2] !== undefined)) return undefined;
+  const raw = match?.[2] ?? "";
+  try {
+    return { name, jobId: decodeURIComponent(raw) };
+  } catch {
+    return { name, jobId: raw };
+  }
+}
+
+interface LocalRequest {
+  input: Record<string, unknown>;
+  webhook: string | undefined;
+}
+
+/**
+ * The body of /run or /runsync checked as FastAPI checks it against rp_fastapi's `DefaultRequest`
+ * dataclass (`input: Dict[str, Any]`, `webhook: Optional[str]`): the request, or pydantic's errors
+ * for a 422 (with the body, when it was JSON).
+ */
+function parseLocalRequest(text: string): { request: LocalRequest; body: unknown } | { errors: unknown[]; body?: unknown } {
+  if (text === "") return { errors: [{ type: "missing", loc: ["body"], msg: "Field required", input: null }] };
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { errors: [{ type: "json_invalid", loc: ["body", 0], msg: "JSON decode error", input: {}, ctx: { error: "Expecting value" } }] };
+  }
+  if (!isRecord(body)) {
+    const error = { type: "dataclass_type", loc: ["body"], msg: "Input should be a dictionary or an instance of DefaultRequest", input: body };
+    return { errors: [{ ...error, ctx: { class_name: "DefaultRequest" } }], body };
+  }
+  const errors: unknown[] = [];
+  if (!("input" in body)) errors.push({ type: "missing", loc: ["body", "input"], msg: "Field required", input: body });
+  else if (!isRecord(body.input)) errors.push({ type: "dict_type", loc: ["body", "input"], msg: "Input should be a valid dictionary", input: body.input });
+  const webhook = body.webhook ?? undefined;
+  if (webhook !== undefined && typeof webhook !== "string") {
+    errors.push({ type: "string_type", loc: ["body", "webhook"], msg: "Input should be a valid string", input: webhook });
+  }
+  if (errors.length > 0) return { errors, body };
+  return { request: { input: body.input as Record<string, unknown>, webhook: webhook as string | undefined }, body };
+}
+
+// ---- The S3 bucket of --s3 ---------------------------------------------------------------------------
+
+const s3Error = (status: number, code: string, message: string, key?: string) =>
+  new Response(
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+      `${key === undefined ? "" : `<Key>${key}</Key>`}<RequestId>${crypto.randomUUID().replaceAll("-", "").slice(0, 16).toUpperCase()}</RequestId></Error>`,
+    { status, headers: { "content-type": "application/xml" } },
+  );
+
+/**
+ * worker-comfyui's S3 upload (runpod's rp_upload with BUCKET_ENDPOINT_URL), with the bucket served by
+ * the emulator itself under /s3/: presigned URLs, no auth, GET only. An object lives as long as its
+ * job; on the local test server, which keeps no jobs, for `lifetimeMs` after the upload.
+ */
+class Bucket {
+  /** The server's origin, known once it listens. */
+  origin = "";
+  private readonly objects = new Map<string, { bytes: Uint8Array; jobId: string; until: number }>();
+  private readonly secret = crypto.getRandomValues(new Uint8Array(32));
+
+  constructor(private readonly lifetimeMs: number | undefined) {}
+
+  /** rp_upload.upload_image: the key is `<MM-YY>/<job id>/<8 hex><extension>` (the file's own name is dropped); a presigned URL. */
+  put(jobId: string, filename: string, bytes: Uint8Array, now: number): string {
+    for (const [key, object] of this.objects) if (object.until <= now) this.objects.delete(key);
+    const date = new Date(now);
+    const bucket = `${String(date.getMonth() + 1).padStart(2, "0")}-${String(date.getFullYear() % 100).padStart(2, "0")}`;
+    const extension = /\.[^./]*$/.exec(filename)?.[0] ?? "";
+    const key = `${bucket}/${jobId}/${crypto.randomUUID().slice(0, 8)}${extension}`;
+    this.objects.set(key, { bytes, jobId, until: this.lifetimeMs === undefined ? Infinity : now + this.lifetimeMs });
+    const query = new URLSearchParams({ "X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Expires": "604800", "X-Amz-Signature": this.sign(key) });
+    return `${this.origin}/s3/${key}?${query}`;
+  }
+
+  deleteJob(jobId: string): void {
+    for (const [key, object] of this.objects) if (object.jobId === jobId) this.objects.delete(key);
+  }
+
+  /** S3's answer to a request for /s3/<key>: the object for a GET with the URL's signature, else S3's XML error. */
+  answer(method: string, url: URL, now: number): Response {
+    const key = url.pathname.slice("/s3/".length);
+    const signature = url.searchParams.get("X-Amz-Signature");
+    if (signature === null) return s3Error(403, "AccessDenied", "Access Denied");
+    // The URL is signed for GET: any other method, or another signature, does not match it.
+    if (method !== "GET" || signature !== this.sign(key)) {
+      return s3Error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your key and signing method.");
+    }
+    const object = this.objects.get(key);
+    if (!object || object.until <= now) return s3Error(404, "NoSuchKey", "The specified key does not exist.", key);
+    const type = `image/${key.slice(key.lastIndexOf(".") + 1)}`;
+    return new Response(object.bytes, { headers: { "content-type": type } });
+  }
+
+  private sign(key: string): string {
+    return new Bun.CryptoHasher("sha256", this.secret).update(key).digest("hex");
+  }
+}
+
+/** The workers' handler: a stateless call of the original one, or worker-comfyui with its ComfyUI's files kept per worker. */
+function workerFactory(config: EmulatorOptions, bucket: Bucket | undefined): WorkerFactory {
+  if (config.dialect === "seed") return () => (_jobId, input) => runHandler(input);
+  const s3 = bucket && ((file: { jobId: string; filename: string; bytes: Uint8Array }) => bucket.put(file.jobId, file.filename, file.bytes, Date.now()));
+  return (workerId) => {
+    let state = FRESH_COMFY;
+    return (jobId, input) => {
+      const run = runComfyHandler(input, state, { jobId, workerId, checkpoints: config.checkpoints, s3 });
+      state = run.state;
+      return run.result;
+    };
+  };
+}
+
 interface Waiter {
   ready: (now: number) => boolean;
   deadline: number;
@@ -506,6 +673,7 @@ interface RouteContext {
 export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator {
   const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   const config: EmulatorOptions = { ...DEFAULT_OPTIONS, ...given };
+  if (config.s3 && config.dialect !== "worker-comfyui") throw new TypeError("the s3 option needs the worker-comfyui dialect");
   const timing: Timing = {
     queueDelayMs: config.queueDelayMs,
     executionMs: config.executionMs,
@@ -523,12 +691,17 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopping: Promise<void> | undefined;
 
-  const endpoint = new Endpoint(timing, config.workers, Date.now(), (job) => {
-    if (job.webhook) deliverWebhook(job.webhook, jobObject(job, Date.now()));
+  const bucket = config.s3 ? new Bucket(config.localMode ? config.retentionMs : undefined) : undefined;
+  const newWorker = workerFactory(config, bucket);
+  const endpoint = new Endpoint(timing, config.workers, Date.now(), newWorker, {
+    finished(job) {
+      if (job.webhook) deliverWebhook(job.webhook, jobObject(job, Date.now()));
+    },
+    deleted: (id) => bucket?.deleteJob(id),
   });
 
-  /** Best effort, one attempt (RunPod retries twice, 10 s apart; not emulated). */
-  function deliverWebhook(url: string, body: JobObject): void {
+  /** Best effort, one attempt (RunPod retries twice, 10 s apart; not emulated; the local server sends `{"output"}` once). */
+  function deliverWebhook(url: string, body: unknown): void {
     const call = new AbortController();
     webhookCalls.add(call);
     fetch(url, {
@@ -701,10 +874,14 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
       return plainText("405 method not allowed", 405, { allow: route.methods.join(", ") });
     }
     const ctx: RouteContext = { request, url, jobId: jobId ?? "", record, now: Date.now() };
+    return withFaults(name, record, () => route.handle(ctx));
+  }
 
+  /** `act` (the route acting and answering) under the injected faults that hit a request of `route`. */
+  async function withFaults(route: ApiRoute, record: RecordedRequest, act: () => Response | Promise<Response>): Promise<Response | "reset"> {
     // Decided on arrival, before anything is awaited, so that "the first N requests" follows arrival order.
-    const hit = faults.forRequest(name);
-    if (!hit) return route.handle(ctx);
+    const hit = faults.forRequest(route);
+    if (!hit) return act();
     record.faults = hit.names;
     const { answer: fault, delayMs } = hit;
     // A rate limiter turns a request away before the route acts on it...
@@ -714,9 +891,81 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     }
     // ...while the other faults spoil or lose the answer of a route that did act (a /run under flaky
     // or reset has created its job), and slow holds it back.
-    const routeAnswer = await route.handle(ctx);
+    const routeAnswer = await act();
     await hold(delayMs);
     return fault ? faultAnswer(fault, config.retryAfterSeconds) : routeAnswer;
+  }
+
+  // Local mode: jobs stored by /run, each run (and forgotten) by its first /status.
+  const localJobs = new Map<string, LocalRequest>();
+  const localWorker = newWorker(undefined);
+  let localTurn: Promise<unknown> = Promise.resolve();
+
+  /** The local server runs the handler inside its event loop: while one request runs a job, no other is served. */
+  function inTurn(work: () => Promise<Response>): Promise<Response> {
+    const turn = localTurn.then(work);
+    localTurn = turn.catch(() => {});
+    return turn;
+  }
+
+  /** Runs a job to its end within the request, as the local server does (the handler takes executionMs when it succeeds). */
+  async function runLocally(id: string, { input, webhook }: LocalRequest): Promise<Response> {
+    const result = localWorker(id, input);
+    // run_job keeps only `error` of a failure: what the handler returned beside it is dropped.
+    if ("error" in result) return json({ id, status: "FAILED", error: result.error });
+    await hold(config.executionMs);
+    if (webhook) deliverWebhook(webhook, { output: result.output });
+    return json({ id, status: "COMPLETED", output: result.output });
+  }
+
+  const localJobNotFound = (id: string) => json({ id, status: "FAILED", error: "Job ID not found" });
+
+  async function readLocalRequest(ctx: RouteContext): Promise<LocalRequest | Response> {
+    const parsed = parseLocalRequest(await ctx.request.text());
+    if (parsed.body !== undefined) ctx.record.body = parsed.body;
+    return "request" in parsed ? parsed.request : json({ detail: parsed.errors }, 422);
+  }
+
+  const localRoutes: Record<LocalRoute, (ctx: RouteContext) => Promise<Response>> = {
+    async run(ctx) {
+      const request = await readLocalRequest(ctx);
+      if (request instanceof Response) return request;
+      const id = `test-${crypto.randomUUID()}`;
+      localJobs.set(id, request);
+      return json({ id, status: "IN_PROGRESS" });
+    },
+    async runsync(ctx) {
+      const request = await readLocalRequest(ctx);
+      return request instanceof Response ? request : runLocally(`test-${crypto.randomUUID()}`, request);
+    },
+    async status({ jobId }) {
+      const job = localJobs.get(jobId);
+      if (!job) return localJobNotFound(jobId);
+      const answered = await runLocally(jobId, job);
+      localJobs.delete(jobId);
+      return answered;
+    },
+    async stream({ jobId }) {
+      if (!localJobs.has(jobId)) return localJobNotFound(jobId);
+      // Only a generator handler streams, and neither handler is one; the job stays stored.
+      return json({ id: jobId, status: "FAILED", error: "Stream not supported, handler must be a generator." });
+    },
+  };
+
+  /** RunPod's local test server: FastAPI's 404, 405 and trailing-slash redirect, no auth. */
+  async function localAnswer(request: Request, url: URL, record: RecordedRequest): Promise<Response | "reset"> {
+    const route = matchLocalRoute(url.pathname);
+    if (!route) {
+      // Starlette's redirect_slashes: a path that matches once a trailing slash is dropped (or added) is redirected.
+      const other = url.pathname.endsWith("/") ? url.pathname.replace(/\/+$/, "") : `${url.pathname}/`;
+      if (url.pathname !== "/" && matchLocalRoute(other)) {
+        return new Response(null, { status: 307, headers: { location: `${url.origin}${other}${url.search}` } });
+      }
+      return json({ detail: "Not Found" }, 404);
+    }
+    if (request.method !== "POST") return Response.json({ detail: "Method Not Allowed" }, { status: 405, headers: { allow: "POST" } });
+    const ctx: RouteContext = { request, url, jobId: route.jobId, record, now: Date.now() };
+    return withFaults(route.name, record, () => inTurn(() => localRoutes[route.name](ctx)));
   }
 
   const server = Bun.serve({
@@ -735,7 +984,10 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
         status: 0,
       };
       requests.push(record);
-      const response = await answer(request, url, record);
+      const response =
+        bucket && url.pathname.startsWith("/s3/")
+          ? bucket.answer(request.method, url, Date.now())
+          : await (config.localMode ? localAnswer : answer)(request, url, record);
       // A connection cut without an answer keeps the status 0 of a request never answered.
       if (response !== "reset") record.status = response.status;
       sync(Date.now());
@@ -743,8 +995,10 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     },
   });
 
+  if (bucket) bucket.origin = server.url.origin;
+
   return {
-    url: new URL("v2", server.url).href,
+    url: config.localMode ? server.url.origin : new URL("v2", server.url).href,
     endpointId: config.endpointId,
     apiKey: config.apiKey,
     requests,
@@ -798,6 +1052,9 @@ const EmulateArgsSchema = v.object({
   executionMs: secondsArg("execution-time"),
   workers: integerArg("workers", 1, 64),
   faultSeed: integerArg("fault-seed", 0, 2 ** 32 - 1),
+  dialect: v.picklist(["seed", "worker-comfyui"], "--dialect must be seed or worker-comfyui"),
+  s3: v.boolean(),
+  localMode: v.boolean(),
 });
 
 export const emulateCommand = defineCommand({
@@ -843,6 +1100,20 @@ export const emulateCommand = defineCommand({
       description: "Seed of the random draws of faults given as a rate (P%), so a run repeats exactly",
       default: "1",
     },
+    dialect: {
+      type: "string",
+      valueHint: "seed|worker-comfyui",
+      description: "The worker's handler: the original one (seed), or RunPod's official worker-comfyui 5.x",
+      default: "seed",
+    },
+    s3: {
+      type: "boolean",
+      description: "worker-comfyui: images go to an S3 bucket served by the emulator and come back as URLs",
+    },
+    "local-mode": {
+      type: "boolean",
+      description: "Be RunPod's local test server (handler.py --rp_serve_api): routes at the root, POST only, no auth",
+    },
   },
   async run({ args }) {
     const envKey = process.env.RUNPOD_API_KEY || undefined;
@@ -856,9 +1127,15 @@ export const emulateCommand = defineCommand({
       executionMs: args["execution-time"],
       workers: args.workers,
       faultSeed: args["fault-seed"],
+      dialect: args.dialect,
+      s3: args.s3 === true,
+      localMode: args["local-mode"] === true,
     });
     if (!parsed.success) throw usageError(parsed.issues[0].message);
     const options = { ...parsed.output, faults: parseFaults(args.faults ?? "") };
+    if (options.s3 && options.dialect !== "worker-comfyui") {
+      throw usageError("--s3 needs --dialect worker-comfyui (the original handler returns base64 only)");
+    }
 
     let emulator: Emulator;
     try {
@@ -869,14 +1146,23 @@ export const emulateCommand = defineCommand({
       throw new CliError(`cannot listen on ${options.host}:${options.port}: ${reason}`, ExitCode.usage);
     }
     const plural = options.workers === 1 ? "" : "s";
+    const comfyui = options.dialect === "worker-comfyui";
+    const handler = comfyui ? `, worker-comfyui handler${options.s3 ? " with S3 uploads" : ""}` : "";
     process.stderr.write(
-      `RunPod emulator on ${emulator.url} — endpoint ${emulator.endpointId}, ${options.workers} worker${plural}; Ctrl-C stops it\n`,
+      options.localMode
+        ? `RunPod local test server emulator on ${emulator.url}${handler}; Ctrl-C stops it\n`
+        : `RunPod emulator on ${emulator.url} — endpoint ${emulator.endpointId}, ${options.workers} worker${plural}${handler}; Ctrl-C stops it\n`,
     );
     if (options.faults.length > 0) process.stderr.write(`Injecting faults: ${args.faults?.trim()} (seed ${options.faultSeed})\n`);
-    process.stdout.write(`export RUNPOD_ENDPOINT_BASE_URL=${emulator.url}\nexport RUNPOD_ENDPOINT_ID=${emulator.endpointId}\n`);
-    // Never echo a key that came from the user: only the public built-in one is printed.
-    if (keySource === "default") process.stdout.write(`export RUNPOD_API_KEY=${DEFAULT_API_KEY}\n`);
-    else process.stderr.write(`Clients must send the API key given in ${keySource === "flag" ? "--api-key" : "RUNPOD_API_KEY"}\n`);
+    if (options.localMode) {
+      // No endpoint id, no key: the client is told where the server is instead.
+      process.stdout.write(`Pass --local ${emulator.url}${comfyui ? " --dialect worker-comfyui" : ""} to send-to-runpod\n`);
+    } else {
+      process.stdout.write(`export RUNPOD_ENDPOINT_BASE_URL=${emulator.url}\nexport RUNPOD_ENDPOINT_ID=${emulator.endpointId}\n`);
+      // Never echo a key that came from the user: only the public built-in one is printed.
+      if (keySource === "default") process.stdout.write(`export RUNPOD_API_KEY=${DEFAULT_API_KEY}\n`);
+      else process.stderr.write(`Clients must send the API key given in ${keySource === "flag" ? "--api-key" : "RUNPOD_API_KEY"}\n`);
+    }
 
     await new Promise<void>((resolve) => {
       const stop = () => {

@@ -1,25 +1,36 @@
 // Files in: the workflow and the reference images, checked before anything is sent.
 import { readdir, stat } from "node:fs/promises";
-import { basename, join, relative, sep } from "node:path";
+import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { usageError } from "./errors.ts";
-
-export type Workflow = Record<string, { class_type: string; inputs: Record<string, unknown>; _meta?: { title?: string } }>;
+import {
+  applySeed,
+  applySet,
+  type Dialect,
+  graphProblems,
+  inputFiles,
+  isEditorFormat,
+  isReturned,
+  nodeLabel,
+  outputNodes,
+  parseSeed,
+  type Problem,
+  unreturnedOutputsWarning,
+  unwrap,
+  type Workflow,
+} from "./workflow.ts";
 
 const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
 
-function nodeProblem(node: unknown): string | undefined {
-  if (!isRecord(node)) return "is not an object";
-  if (typeof node.class_type !== "string") return "has no class_type (a custom node was probably missing when the file was exported)";
-  if (!isRecord(node.inputs)) return "has no inputs object";
-  return undefined;
+const EXPORT_HINT = "in ComfyUI use Workflow → Export (API) and send that file";
+
+/** Several problems go on lines of their own, so that all of them are seen at once. */
+export function problemsMessage(file: string, problems: readonly Problem[]): string {
+  if (problems.length === 1) return `${file}: ${problems[0]!.message}`;
+  return `${file} has ${problems.length} problems:\n${problems.map((p) => `  • ${p.message}`).join("\n")}`;
 }
 
-/** Editor ("Save") format: what ComfyUI's UI writes, which a worker cannot run. */
-export const isEditorFormat = (x: Record<string, unknown>) =>
-  Array.isArray(x.nodes) && (Array.isArray(x.links) || x.version !== undefined);
-
-/** Text of a workflow file → an API-format graph, or one line naming the file and every problem. */
-export function parseWorkflow(text: string, file: string): Workflow {
+/** Text of a workflow file → an API-format graph (unwrapped), or every problem of it at once. */
+export function parseWorkflow(text: string, file: string): { workflow: Workflow; wrapper?: string } {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -27,20 +38,14 @@ export function parseWorkflow(text: string, file: string): Workflow {
     throw usageError(`${file} is not valid JSON (${(error as Error).message})`);
   }
   if (!isRecord(data)) throw usageError(`${file} is not an API-format workflow: expected an object of nodes`);
-  if (isEditorFormat(data)) {
-    throw usageError(`${file} is in ComfyUI's editor format (nodes and links); in ComfyUI use Workflow → Export (API) and send that file`);
-  }
-  const entries = Object.entries(data);
-  if (entries.length === 0) throw usageError(`${file} is not an API-format workflow: it has no nodes`);
-  const problems = entries.flatMap(([id, node]) => {
-    const problem = nodeProblem(node);
-    return problem ? [`node "${id}" ${problem}`] : [];
-  });
-  if (problems.length) throw usageError(`${file} is not an API-format workflow: ${problems.join("; ")}`);
-  return data as Workflow;
+  const { graph, wrapper } = unwrap(data);
+  if (isEditorFormat(graph)) throw usageError(`${file} is in ComfyUI's editor format (nodes and links); ${EXPORT_HINT}`);
+  const problems = graphProblems(graph);
+  if (problems.length) throw usageError(problemsMessage(file, problems));
+  return { workflow: graph as Workflow, wrapper };
 }
 
-export async function readWorkflow(file: string): Promise<Workflow> {
+export async function readWorkflow(file: string): Promise<{ workflow: Workflow; wrapper?: string }> {
   let text: string;
   try {
     text = await Bun.file(file).text();
@@ -122,12 +127,45 @@ export async function encodeImages(images: readonly ImageSource[]): Promise<Reco
   return Object.fromEntries(encoded);
 }
 
-/** The original handler's input: `reference_images` maps names to base64. */
-export const buildJobInput = (workflow: Workflow, referenceImages: Record<string, string>) => ({
-  workflow,
-  reference_images: referenceImages,
-  return_base64: true,
-});
+/**
+ * The job's `input` in the worker's dialect: the original handler maps names to base64 in
+ * `reference_images`; worker-comfyui takes a list of `{name, image}`.
+ */
+export function buildJobInput(dialect: Dialect, workflow: Workflow, images: Record<string, string>, comfyOrgApiKey?: string) {
+  if (dialect === "seed") return { workflow, reference_images: images, return_base64: true };
+  return {
+    workflow,
+    images: Object.entries(images).map(([name, image]) => ({ name, image })),
+    ...(comfyOrgApiKey && { comfy_org_api_key: comfyOrgApiKey }),
+  };
+}
+
+/** RunPod refuses bigger /run bodies (10 MB; /runsync 20 MB). The decimal megabyte, to stay on the safe side. */
+export const RUN_BODY_LIMIT = 10_000_000;
+
+/** Over the limit: exit 2 before anything is sent, naming the biggest images. */
+export function checkBodySize(bodyBytes: number, images: readonly { name: string; bytes: number }[]): void {
+  if (bodyBytes <= RUN_BODY_LIMIT) return;
+  const biggest = [...images].sort((a, b) => b.bytes - a.bytes).slice(0, 3);
+  const named = biggest.length ? `; biggest images: ${biggest.map((image) => `${image.name} ${formatBytes(image.bytes)}`).join(", ")}` : "";
+  throw usageError(
+    `the request would be ${formatBytes(bodyBytes)}, over RunPod's ${formatBytes(RUN_BODY_LIMIT)} limit for /run${named}` +
+      " (base64 adds a third); send smaller images (JPEG or WebP, a lower resolution), or put them on a network volume and name them in the workflow",
+  );
+}
+
+/** 2.3 MB, 812 B: decimal units, as file managers show them. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = -1;
+  do {
+    value /= 1000;
+    unit++;
+  } while (value >= 999.95 && unit < units.length - 1);
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
 
 export function describeFsError(error: unknown): string {
   const code = (error as NodeJS.ErrnoException)?.code;
@@ -141,4 +179,109 @@ export function describeFsError(error: unknown): string {
     EROFS: "read-only file system",
   };
   return (code && known[code]) ?? (error as Error)?.message ?? String(error);
+}
+
+// ---- Preflight: everything that can be checked before a request costs GPU time ----------------
+
+export interface PreflightOptions {
+  workflow: string;
+  images: readonly string[];
+  imagesDirs: readonly string[];
+  sets: readonly string[];
+  seed?: string;
+  inputDir: string;
+  strict: boolean;
+  dialect: Dialect;
+  comfyOrgApiKey?: string;
+  /** Request-level fields of /run (policy, webhook). */
+  extras: Record<string, unknown>;
+}
+
+export interface SentImage extends ImageSource {
+  bytes: number;
+  /** Found in --input-dir because the workflow names it. */
+  attached?: boolean;
+}
+
+export interface Plan {
+  file: string;
+  wrapper?: string;
+  workflow: Workflow;
+  dialect: Dialect;
+  images: SentImage[];
+  seed?: { seed: number; random: boolean; nodeIds: string[] };
+  /** The exact JSON body of /run. */
+  body: string;
+  bodyBytes: number;
+  /** Said as info (what was done on the user's behalf) and as warnings. */
+  notes: string[];
+  warnings: string[];
+}
+
+/** Reads, changes and checks everything that will be sent; any problem is a usage error, all listed at once. */
+export async function prepareRequest(options: PreflightOptions): Promise<Plan> {
+  const { workflow: parsed, wrapper } = await readWorkflow(options.workflow);
+  const notes: string[] = [];
+  let workflow = options.sets.reduce(applySet, parsed);
+  let seed: Plan["seed"];
+  if (options.seed !== undefined) {
+    const chosen = parseSeed(options.seed);
+    const seeded = applySeed(workflow, chosen.seed);
+    workflow = seeded.graph;
+    seed = { ...chosen, nodeIds: seeded.nodeIds };
+  }
+  const { images, warnings } = await collectImages(options.images, options.imagesDirs);
+  if (seed && seed.nodeIds.length === 0) warnings.push("--seed: this workflow has no seed or noise_seed input to set");
+  const unreturned = unreturnedOutputsWarning(workflow, options.dialect);
+  if (unreturned) warnings.push(unreturned);
+
+  const sent = new Set(images.map((image) => image.name));
+  const attached: ImageSource[] = [];
+  const missing: Problem[] = [];
+  for (const file of inputFiles(workflow)) {
+    if (sent.has(file.name)) continue;
+    const path = join(options.inputDir, ...file.name.split("/"));
+    // A workflow from elsewhere must not make us upload files from outside the input folder.
+    const inside = resolve(path).startsWith(resolve(options.inputDir) + sep) && !isAbsolute(file.name);
+    if (inside && (await stat(path).then((info) => info.isFile(), () => false))) {
+      attached.push({ name: file.name, path });
+      sent.add(file.name);
+      notes.push(`attached ${path}, which ${nodeLabel(workflow, file.nodeId)} names`);
+    } else {
+      missing.push({ nodeId: file.nodeId, message: `${nodeLabel(workflow, file.nodeId)} names "${file.name}", which is neither given nor in ${options.inputDir}` });
+    }
+  }
+  if (missing.length && options.strict) throw usageError(problemsMessage(options.workflow, missing));
+  warnings.push(...missing.map((problem) => `${problem.message} (it may already be on the worker's volume)`));
+
+  const all = [...images, ...attached];
+  if (options.dialect === "worker-comfyui") {
+    const nested = all.filter((image) => image.name.includes("/")).map((image) => image.name);
+    if (nested.length) warnings.push(`worker-comfyui makes no sub-folders, so ${nested.join(", ")} will likely fail to upload; name them plainly`);
+  }
+  const encoded = await encodeImages(all);
+  const input = buildJobInput(options.dialect, workflow, encoded, options.comfyOrgApiKey);
+  const body = JSON.stringify({ ...options.extras, input });
+  const bodyBytes = Buffer.byteLength(body);
+  const sentImages = all.map((image, i) => ({ ...image, bytes: Buffer.byteLength(encoded[image.name]!, "base64"), ...(i >= images.length && { attached: true }) }));
+  checkBodySize(bodyBytes, sentImages);
+  return { file: options.workflow, wrapper, workflow, dialect: options.dialect, images: sentImages, seed, body, bodyBytes, notes, warnings };
+}
+
+/** The --dry-run summary: what would be sent, and to which worker. */
+export function describePlan(plan: Plan): string[] {
+  const nodes = Object.values(plan.workflow);
+  const counts = new Map<string, number>();
+  for (const node of nodes) counts.set(node.class_type, (counts.get(node.class_type) ?? 0) + 1);
+  const outputs = outputNodes(plan.workflow);
+  const row = (label: string, text: string) => `${label.padEnd(9)}${text}`;
+  return [
+    row("workflow", `${plan.file} (API format${plan.wrapper ? `, inside "${plan.wrapper}"` : ""})`),
+    row("nodes", `${nodes.length}: ${[...counts].map(([type, n]) => (n > 1 ? `${type} ×${n}` : type)).join(", ")}`),
+    row("outputs", outputs.map((output) => `${nodeLabel(plan.workflow, output.id)}${isReturned(output, plan.dialect) ? "" : " (not returned)"}`).join(", ")),
+    row("images", plan.images.length ? plan.images.map((image) => `${image.name} ${formatBytes(image.bytes)}${image.attached ? " (attached from the input folder)" : ""}`).join(", ") : "none"),
+    row("body", `${formatBytes(plan.bodyBytes)} of RunPod's ${formatBytes(RUN_BODY_LIMIT)} for /run`),
+    row("dialect", plan.dialect),
+    ...(plan.seed ? [row("seed", `${plan.seed.seed}${plan.seed.random ? " (random)" : ""} in ${plan.seed.nodeIds.map((id) => nodeLabel(plan.workflow, id)).join(", ") || "no node"}`)] : []),
+  ];
 }

@@ -8,6 +8,11 @@ export const isTerminal = (status: string) => TERMINAL.has(status);
 
 export interface WaitOptions {
   status: () => Promise<Job>;
+  /**
+   * RunPod's long poll (`/status-sync?wait=`): answers once the job is terminal or `waitMs` ran out.
+   * Resolves undefined when the endpoint has no such route; plain polling then takes over for good.
+   */
+  statusSync?: (waitMs: number) => Promise<Job | undefined>;
   pollIntervalMs: number;
   /** Aborting it ends the wait with its reason (Ctrl-C, the --timeout deadline). */
   signal?: AbortSignal;
@@ -15,11 +20,32 @@ export interface WaitOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
-/** Polls until the job is terminal. An `output` seen before that is a progress report, never the result. */
-export async function waitForJob({ status, pollIntervalMs, signal, onUpdate, sleep = abortableSleep }: WaitOptions): Promise<Job> {
+/** Plain polling starts quick and slows down: 250 ms, then ×1.5, up to --poll-interval. */
+export function nextDelay(previousMs: number | undefined, pollIntervalMs: number): number {
+  return Math.min(previousMs === undefined ? FIRST_DELAY_MS : previousMs * 1.5, pollIntervalMs);
+}
+const FIRST_DELAY_MS = 250;
+
+/** How long one long poll may hold: about a poll interval, so progress still shows on time (RunPod allows 1–90 s). */
+export const longPollWaitMs = (pollIntervalMs: number) => Math.min(Math.max(pollIntervalMs, 1000), 90_000);
+
+/** Until the job is terminal. An `output` seen before that is a progress report, never the result. */
+export async function waitForJob({ status, statusSync, pollIntervalMs, signal, onUpdate, sleep = abortableSleep }: WaitOptions): Promise<Job> {
+  let longPoll = statusSync !== undefined;
+  let delay: number | undefined;
   for (;;) {
-    await sleep(pollIntervalMs, signal);
-    const job = await status();
+    let job: Job | undefined;
+    if (longPoll) {
+      job = await statusSync!(longPollWaitMs(pollIntervalMs));
+      if (!job) {
+        longPoll = false;
+        continue;
+      }
+    } else {
+      delay = nextDelay(delay, pollIntervalMs);
+      await sleep(delay, signal);
+      job = await status();
+    }
     onUpdate?.(job);
     if (isTerminal(job.status)) return job;
   }

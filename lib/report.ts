@@ -50,6 +50,7 @@ export function manifestRecord(record: RunRecord, error: CliError | undefined, f
     files: record.saved.map(({ path, bytes, sha256, type, filename }) => ({ path, bytes, sha256, type, ...(filename && { workerFilename: filename }) })),
     error: error ? { code: error.code, message: error.message } : null,
     exitCode: error ? error.exitCode : ExitCode.ok,
+    ...(record.extra?.seed !== undefined && { seed: record.extra.seed }),
     finishedAt: finishedAt.toISOString(),
   };
 }

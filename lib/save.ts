@@ -4,19 +4,32 @@ import { link, mkdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Job } from "./api.ts";
 import { CliError, ExitCode } from "./errors.ts";
-import { describeFsError } from "./io.ts";
+import { describeFsError, formatBytes } from "./io.ts";
 
-/** Magic numbers → extension; png when nothing matches (the handler's images are PNG). */
-export function extensionFromBytes(bytes: Uint8Array): string {
+/** Magic numbers → extension, or undefined when nothing matches. */
+export function extensionFromBytes(bytes: Uint8Array): string | undefined {
   const at = (offset: number, ...sig: number[]) => sig.every((b, i) => bytes[offset + i] === b);
   const ascii = (offset: number, text: string) => at(offset, ...[...text].map((c) => c.charCodeAt(0)));
   if (at(0, 0x89, 0x50, 0x4e, 0x47)) return "png";
   if (at(0, 0xff, 0xd8, 0xff)) return "jpg";
   if (ascii(0, "RIFF") && ascii(8, "WEBP")) return "webp";
+  if (ascii(0, "RIFF") && ascii(8, "WAVE")) return "wav";
   if (ascii(0, "GIF8")) return "gif";
   if (ascii(4, "ftyp")) return "mp4";
   if (at(0, 0x1a, 0x45, 0xdf, 0xa3)) return "webm";
-  return "png";
+  if (ascii(0, "fLaC")) return "flac";
+  // An MPEG audio frame sync with a layer; layer 00 is AAC's ADTS, not mp3.
+  if (ascii(0, "ID3") || (bytes[0] === 0xff && ((bytes[1] ?? 0) & 0xe0) === 0xe0 && ((bytes[1] ?? 0) & 0x06) !== 0)) return "mp3";
+  return undefined;
+}
+
+const MEDIA_EXTENSIONS = new Set(["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "avif", "mp4", "webm", "mov", "mkv", "wav", "mp3", "flac", "ogg", "opus", "m4a"]);
+
+/** The bytes decide; the worker's file name second; png last (the original handler's images are PNG). */
+export function chooseExtension(bytes: Uint8Array, filename?: string): string {
+  const named = filename && /\.([A-Za-z0-9]{1,5})$/.exec(filename)?.[1]?.toLowerCase();
+  // Only media: a worker's "run.bat" must never become a file the viewer would execute.
+  return extensionFromBytes(bytes) ?? (named && MEDIA_EXTENSIONS.has(named) ? named : "png");
 }
 
 /** output_YYYYMMDD_HHMMSS_NNN.EXT in local time. */
@@ -27,18 +40,6 @@ export function outputName(date: Date, index: number, extension: string): string
   return `output_${day}_${time}_${pad(index, 3)}.${extension}`;
 }
 
-/** 2.3 MB, 812 B: decimal units, as file managers show them. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = -1;
-  do {
-    value /= 1000;
-    unit++;
-  } while (value >= 999.95 && unit < units.length - 1);
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
 
 const MIME: Record<string, string> = {
   png: "image/png",
@@ -47,6 +48,9 @@ const MIME: Record<string, string> = {
   gif: "image/gif",
   mp4: "video/mp4",
   webm: "video/webm",
+  wav: "audio/wav",
+  mp3: "audio/mpeg",
+  flac: "audio/flac",
 };
 
 export const sha256Hex = (data: string | Uint8Array) => new Bun.CryptoHasher("sha256").update(data).digest("hex");
@@ -63,32 +67,44 @@ export function safeFileName(name: string): string | undefined {
   return [...cleaned].slice(0, 128).join("") || undefined;
 }
 
-/** One output of the job: base64 to decode, or why it cannot be. */
+/** One output of the job: base64 to decode, a URL to download (then `bytes`), or why it cannot be had. */
 export interface OutputItem {
   base64?: string;
+  url?: string;
+  bytes?: Uint8Array;
   /** The worker's name for it, made safe. */
   filename?: string;
   problem?: string;
 }
 
 /**
- * A COMPLETED job's `output` → its items. No output or an empty list is "no outputs" (exit 1,
- * what RunPod leaves of a result over its size limit); a shape without an image list is exit 6.
+ * A COMPLETED job's `output` → its items and the worker's warnings, whatever the worker's dialect:
+ * `images` as base64 strings or `{filename, type: "base64"|"s3_url", data}` objects (worker-comfyui ≥ 4.1),
+ * or the older `{status, message}` with base64 or a URL. No output or an empty list is "no outputs"
+ * (exit 1, what RunPod leaves of a result over its size limit); a shape without images is exit 6.
  */
-export function outputItems(output: unknown, jobId: string): OutputItem[] {
-  const images = (output as { images?: unknown } | undefined)?.images;
+export function outputItems(output: unknown, jobId: string): { items: OutputItem[]; warnings: string[] } {
+  const { images, message, errors } = (output ?? {}) as { images?: unknown; message?: unknown; errors?: unknown };
+  const warnings = Array.isArray(errors) ? errors.map((e) => (typeof e === "string" ? e : JSON.stringify(e))) : [];
   if (output === undefined || output === null || (Array.isArray(images) && images.length === 0)) {
-    throw new CliError(`job ${jobId} completed without outputs (a result over RunPod's size limit is dropped this way)`, ExitCode.jobFailed, undefined, "no_outputs");
+    const why = warnings.length ? `; the worker said: ${warnings.join("; ")}` : " (a result over RunPod's size limit is dropped this way: have the worker upload to S3)";
+    throw new CliError(`job ${jobId} completed without outputs${why}`, ExitCode.jobFailed, undefined, "no_outputs");
   }
-  if (!Array.isArray(images)) return [{ problem: `the output has no list of images: ${JSON.stringify(output).slice(0, 120)}` }];
-  return images.map((image, i): OutputItem => {
-    if (typeof image === "string") return { base64: image };
+  if (typeof message === "string" && images === undefined) return { items: [fromData(message)], warnings };
+  if (!Array.isArray(images)) return { items: [{ problem: `the output has no list of images: ${JSON.stringify(output).slice(0, 120)}` }], warnings };
+  const items = images.map((image, i): OutputItem => {
+    if (typeof image === "string") return fromData(image);
     const { data, type, filename } = (image ?? {}) as { data?: unknown; type?: unknown; filename?: unknown };
     const name = typeof filename === "string" ? safeFileName(filename) : undefined;
     if (typeof data === "string" && (type === undefined || type === "base64")) return { base64: data, filename: name };
+    if (typeof data === "string" && type === "s3_url") return { url: data, filename: name };
     return { filename: name, problem: `output ${i + 1} has a shape this client does not know: ${JSON.stringify(image).slice(0, 120)}` };
   });
+  return { items, warnings };
 }
+
+/** A bare string is a URL or base64 (possibly a data: URI). */
+const fromData = (text: string): OutputItem => (/^https?:\/\//i.test(text) ? { url: text } : { base64: text });
 
 export interface SavedFile {
   path: string;
@@ -125,7 +141,7 @@ export async function saveOutputs(items: readonly OutputItem[], dir: string, dat
       result.problems.push(bytes);
       continue;
     }
-    const extension = extensionFromBytes(bytes);
+    const extension = chooseExtension(bytes, item.filename);
     const temporary = join(dir, `.send-to-runpod-${crypto.randomUUID()}.tmp`);
     try {
       await writeFile(temporary, bytes, { flag: "wx" });
@@ -151,6 +167,7 @@ export async function saveOutputs(items: readonly OutputItem[], dir: string, dat
 
 /** The bytes of one output, or why not. */
 function decodeItem(item: OutputItem, i: number, maxBytes: number): Uint8Array | string {
+  if (item.bytes) return item.bytes.length ? item.bytes : `output ${i + 1} is empty`;
   if (item.base64 === undefined) return item.problem ?? `output ${i + 1} has no data`;
   const base64 = item.base64.replace(/^data:[^,]*;base64,/, "").replace(/\s+/g, "");
   if (!base64) return `output ${i + 1} is empty`;

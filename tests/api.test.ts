@@ -2,12 +2,15 @@ import { afterEach, describe, expect, type Mock, spyOn, test } from "bun:test";
 import { join } from "node:path";
 import {
   createClient,
+  download,
   errorBodyMessage,
   type Failure,
   failureToError,
   type Job,
   jobFailure,
   type Operation,
+  isSecureOrLoopback,
+  nodeErrorLines,
   parseJob,
   parseRetryAfter,
   type RequestLine,
@@ -259,6 +262,27 @@ describe("failureToError", () => {
     });
   }
 
+  // RunPod's local test server has only run, runsync and status: a 404 names the missing route.
+  const local = { ...base, local: true };
+  for (const op of ["cancel", "retry", "health", "purge-queue"] as const) {
+    test(`${op} answered 404 by the local test server → not_supported_locally, naming /${op}`, () => {
+      const error = failureToError(op, http(404, undefined, '{"detail":"Not Found"}'), { ...local, ...(op === "cancel" || op === "retry" ? { jobId: "j" } : {}) });
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "not_supported_locally"]);
+      expect(error.message).toBe(`RunPod's local test server has no /${op} route (HTTP 404: Not Found): it offers only run, runsync and status`);
+    });
+  }
+
+  test("a 404 on run or status from a local server: the URL is likely wrong", () => {
+    const error = failureToError("run", http(404, undefined, '{"detail":"Not Found"}'), local);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "endpoint_not_found"]);
+    expect(error.message).toContain("--local takes the server's root URL");
+  });
+
+  test("other failures of the local test server are said as RunPod's are", () => {
+    expect(failureToError("status", http(500, undefined, "boom"), { ...local, jobId: "j" }).message).toBe("checking job j failed (HTTP 500: boom)");
+    expect(failureToError("run", network("ECONNREFUSED"), { ...local, baseUrl: "http://localhost:8000" }).message).toBe("submitting the job failed: connect ECONNREFUSED (http://localhost:8000)");
+  });
+
   // A 4xx is RunPod refusing the request: no job exists, so nothing is unknown.
   for (const failure of [http(400, undefined, '{"error": "input must be an object"}'), http(422, undefined, "")]) {
     test(`run after ${label(failure)}: RunPod refused it, so no "fate unknown" and code http_error`, () => {
@@ -327,14 +351,16 @@ describe("jobFailure", () => {
     expect([error.exitCode, error.code, error.message, error.detail]).toEqual([ExitCode.jobFailed, "job_timed_out", "job c0ffee00-0000-4000-8000-000000000011-u1 ended TIMED_OUT", undefined]);
   });
 
-  test("worker-comfyui-5-validation-failed.json: one line, the rest in detail", async () => {
+  test("worker-comfyui-5-validation-failed.json: the headline, then one line for the node; the raw lines in detail", async () => {
     const error = jobFailure(parseJob(await fixture("worker-comfyui-5-validation-failed.json")));
     expect(error.exitCode).toBe(ExitCode.jobFailed);
-    expect(error.message).toStartWith("job c0ffee00-0000-4000-8000-000000000006-u1 ended FAILED after 0.9 s: Workflow validation failed: • Node 4 (errors):");
-    expect(error.message).toContain("does-not-exist.safetensors");
-    expect(error.message).not.toContain("\n");
+    const lines = error.message.split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toBe("job c0ffee00-0000-4000-8000-000000000006-u1 ended FAILED after 0.9 s: Workflow validation failed");
+    expect(lines[1]).toStartWith("  • node 4 (CheckpointLoaderSimple): ckpt_name: 'does-not-exist.safetensors' not in [");
     expect(error.detail).toContain("does-not-exist.safetensors");
     expect(error.detail).toStartWith("• Node 4 (errors)");
+    expect(error.detail).toContain("Available checkpoint models: flux1-dev-fp8.safetensors");
   });
 
   const cases: [Job, string, string, string | undefined][] = [
@@ -357,10 +383,162 @@ describe("jobFailure", () => {
   }
 });
 
+describe("jobFailure on worker-comfyui's failures", () => {
+  const MODELS_HINT = " (models belong under /runpod-volume/models/<type>/ on the network volume, not /runpod-volume/<type>/)";
+  const MISSING_MODEL_BULLET = expect.stringMatching(
+    new RegExp(`^  • node 4 \\(CheckpointLoaderSimple\\): ckpt_name: 'does-not-exist\\.safetensors' not in \\[.{80,}…${MODELS_HINT.replace(/[()/<>.]/g, "\\$&")}$`),
+  );
+  // [fixture, the message's lines, detail: what it starts with, or undefined]
+  const cases: [string, (string | ReturnType<typeof expect.stringMatching>)[], string | undefined][] = [
+    ["worker-comfyui-5-validation-failed.json", ["job c0ffee00-0000-4000-8000-000000000006-u1 ended FAILED after 0.9 s: Workflow validation failed", MISSING_MODEL_BULLET], "• Node 4 (errors): [{'type': 'value_not_in_list'"],
+    ["worker-comfyui-local/08-runsync-missing-model.json", ["job test-c15b0d32-a741-4718-b0a5-acdfd6445323 ended FAILED: Workflow validation failed", MISSING_MODEL_BULLET], "• Node 4 (errors)"],
+    ["worker-comfyui-local/10-status-POST-missing-model.json", ["job test-da1bc0be-466a-4fb7-b912-009acf5f855b ended FAILED: Workflow validation failed", MISSING_MODEL_BULLET], "• Node 4 (errors)"],
+    [
+      "worker-comfyui-local/12-runsync-missing-input-image.json",
+      [
+        "job test-c6aabd63-aae7-49f9-aefa-c5bd0b855324 ended FAILED: Workflow validation failed",
+        "  • node 10 (LoadImage): image - Invalid image file: never-uploaded.png (send that file with --images, or put it in --input-dir)",
+      ],
+      "• Node 10 (errors): [{'type': 'custom_validation_failed'",
+    ],
+    [
+      "worker-comfyui-5-execution-error.json",
+      ["job c0ffee00-0000-4000-8000-000000000013-u1 ended FAILED after 4.0 s: Job processing failed — Workflow execution error: Node Type: CLIPTextEncode, Node ID: 6, Message: CUDA out of memory. Tried to allocate 2.00 GiB"],
+      undefined,
+    ],
+    [
+      "worker-comfyui-5-upload-subfolder.json",
+      [
+        "job c0ffee00-0000-4000-8000-000000000014-u1 ended FAILED after 0.3 s: Failed to upload one or more input images (worker-comfyui makes no sub-folders: send images under plain names) — Error uploading masks/ref.png: 500 Server Error: Internal Server Error for url: http://127.0.0.1:8188/upload/image",
+      ],
+      undefined,
+    ],
+    [
+      "worker-comfyui-local/11-runsync-bad-node.json",
+      ["job test-1a56225d-731e-4af3-bb8b-511970704de1 ended FAILED: Node 'Not A Real Node' not found. The custom node may not be installed. (the worker image lacks that custom node)"],
+      'raw response: {"error": {"type": "missing_node_type"',
+    ],
+    ["worker-comfyui-local/15-runsync-no-output-node.json", ["job test-25a36491-6db3-46c5-a4fe-47476b82d7d1 ended FAILED: Prompt has no outputs (add a SaveImage node)"], 'raw response: {"error": {"type": "prompt_no_outputs"'],
+    ["worker-comfyui-local/14-runsync-upload-subfolder.json", ["job test-64daf4e3-06a1-42c1-bda6-ad0d9a49cc83 ended FAILED: Failed to upload one or more input images (worker-comfyui makes no sub-folders: send images under plain names)"], undefined],
+    ["worker-comfyui-local/13-runsync-runtime-error.json", ["job test-d59d0500-b18d-4d03-b289-39717111c5bf ended FAILED: Job processing failed"], undefined],
+    ["worker-comfyui-local/16-runsync-no-workflow.json", ["job test-515c09c9-c823-4e68-ab86-f5830ccccbb5 ended FAILED: Missing 'workflow' parameter"], undefined],
+    ["worker-comfyui-local/17-runsync-bad-images-shape.json", ["job test-916038c7-9dde-4d55-bf4e-354134365d9b ended FAILED: 'images' must be a list of objects with 'name' and 'image' keys"], undefined],
+    ["worker-comfyui-local/05-status-POST-again.json", ["job test-697e6957-187f-4e63-994a-dc30157622da ended FAILED: Job ID not found"], undefined],
+  ];
+  for (const [name, lines, detail] of cases) {
+    test(`${name} → ${lines.length === 1 ? "one line" : `the headline and ${lines.length - 1} node line(s)`}${detail ? ", the rest in detail" : ""}`, async () => {
+      const error = jobFailure(parseJob(await fixture(name)));
+      expect([error.exitCode, error.code]).toEqual([ExitCode.jobFailed, "job_failed"]);
+      expect(error.message.split("\n")).toEqual(lines);
+      expect(error.message).not.toContain("Raw response");
+      expect(error.message).not.toContain("(errors)");
+      if (detail === undefined) expect(error.detail).toBeUndefined();
+      else expect(error.detail).toStartWith(detail);
+    });
+  }
+
+  test("every FAILED fixture of worker-comfyui is covered above", async () => {
+    const names = [...new Bun.Glob("worker-comfyui*/**.json").scanSync(RESPONSES), ...new Bun.Glob("worker-comfyui-*.json").scanSync(RESPONSES)];
+    const failed: string[] = [];
+    for (const name of names) if ((await Bun.file(join(RESPONSES, name)).json()).status === "FAILED") failed.push(name);
+    expect(failed.sort()).toEqual(cases.map(([name]) => name).sort());
+  });
+
+  test("the seed emulator's \"Prompt outputs failed validation:\" → the headline, then a bullet per problem with its hint", () => {
+    const error = jobFailure({
+      id: "j",
+      status: "FAILED",
+      executionTime: 1_500,
+      error: "Prompt outputs failed validation:\n• Node 10 (LoadImage): image - Invalid image file: ref.png\n• Node 3 (KSampler): model - Bad linked input, node '99' does not exist",
+    });
+    expect(error.message).toBe(
+      "job j ended FAILED after 1.5 s: Prompt outputs failed validation\n" +
+        "  • Node 10 (LoadImage): image - Invalid image file: ref.png (send that file with --images, or put it in --input-dir)\n" +
+        "  • Node 3 (KSampler): model - Bad linked input, node '99' does not exist",
+    );
+    expect(error.detail).toBe("• Node 10 (LoadImage): image - Invalid image file: ref.png\n• Node 3 (KSampler): model - Bad linked input, node '99' does not exist");
+  });
+
+  test("a listed line over 200 characters is cut", () => {
+    const error = jobFailure({ id: "j", status: "FAILED", error: `Invalid reference_images:\n• ${"x".repeat(300)}.png: not valid base64` });
+    const [, bullet] = error.message.split("\n");
+    expect(bullet).toBe(`  • ${"x".repeat(199)}…`);
+  });
+
+  test("a message ending in \":\" with nothing after it is said as it is", () => {
+    expect(jobFailure({ id: "j", status: "FAILED", error: "Workflow validation failed:" }).message).toBe("job j ended FAILED: Workflow validation failed:");
+  });
+});
+
+describe("nodeErrorLines", () => {
+  const VALIDATION = [
+    "Workflow validation failed:",
+    "• Node 4 (errors): [{'type': 'value_not_in_list', 'message': 'Value not in list', 'details': \"ckpt_name: 'x.safetensors' not in []\", 'extra_info': {'input_name': 'ckpt_name'}}]",
+    "• Node 4 (dependent_outputs): ['9']",
+    "• Node 4 (class_type): CheckpointLoaderSimple",
+    "• Node 10 (errors): [{'type': 'custom_validation_failed', 'message': 'Custom validation failed for node', 'details': 'image - Invalid image file: a.png', 'extra_info': {'input_name': 'image'}}]",
+    "• Node 10 (class_type): LoadImage",
+    "• Node 12 (errors): [{'type': 'required_input_missing', 'message': 'Required input is missing', 'details': '', 'extra_info': {}}]",
+    "• Node 13 (errors): [{'type': 'value_not_in_list', 'message': 'Value not in list', 'details': \"lora_name: 'l.safetensors' not in []\"}, {'type': 'value_not_in_list', 'message': 'Value not in list', 'details': \"sampler_name: 'fast' not in ['euler']\"}]",
+    "• Node 13 (class_type): LoraLoader",
+    "• Node 14 (errors): [{'type': 'value_not_in_list', 'message': 'Value not in list', 'details': \"sampler_name: 'fast' not in ['euler']\"}]",
+    "• Node 14 (class_type): KSampler",
+    "",
+    "Available checkpoint models: a.safetensors",
+  ].join("\n");
+  const MODELS = " (models belong under /runpod-volume/models/<type>/ on the network volume, not /runpod-volume/<type>/)";
+
+  test("one line per node with errors: its class_type, every detail, and a hint for the common causes", () => {
+    expect(nodeErrorLines(VALIDATION)).toEqual([
+      `node 4 (CheckpointLoaderSimple): ckpt_name: 'x.safetensors' not in []${MODELS}`,
+      "node 10 (LoadImage): image - Invalid image file: a.png (send that file with --images, or put it in --input-dir)",
+      "node 12: required_input_missing", // no details, no class_type line: the error type
+      `node 13 (LoraLoader): lora_name: 'l.safetensors' not in []; sampler_name: 'fast' not in ['euler']${MODELS}`,
+      "node 14 (KSampler): sampler_name: 'fast' not in ['euler']", // not a model: no hint
+    ]);
+  });
+
+  test("the fixture worker-comfyui-5-validation-failed.json → one line for node 4, its details cut at 160 characters", async () => {
+    const job = parseJob(await fixture("worker-comfyui-5-validation-failed.json"));
+    const lines = nodeErrorLines(job.error as string);
+    expect(lines).toHaveLength(1);
+    const [, details] = /^node 4 \(CheckpointLoaderSimple\): (.*) \(models belong/.exec(lines[0]!)!;
+    expect(details).toHaveLength(160);
+    expect(details).toStartWith("ckpt_name: 'does-not-exist.safetensors' not in ['flux1-dev-fp8.safetensors'");
+    expect(details).toEndWith("…");
+  });
+
+  const none = ["", "Job processing failed", "Prompt outputs failed validation:\n• Node 4 (LoadImage): image - Invalid image file: x.png", "Workflow validation failed:", "Error: Workflow validation failed:\n• Node 4 (errors): [{'type': 'x'}]"];
+  for (const reason of none) test(`${JSON.stringify(reason.slice(0, 50))} → no node lines`, () => expect(nodeErrorLines(reason)).toEqual([]));
+});
+
+describe("isSecureOrLoopback", () => {
+  const cases: [string, boolean][] = [
+    ["https://bucket.s3.us-east-1.amazonaws.com/x.png?X-Amz-Signature=1", true],
+    ["https://10.0.0.1/x", true],
+    ["http://localhost:8000/x", true],
+    ["http://LOCALHOST/x", true],
+    ["http://127.0.0.1/x", true],
+    ["http://127.255.0.9:9/x", true],
+    ["http://[::1]:8000/x", true],
+    ["http://bucket.s3.amazonaws.com/x.png", false],
+    ["http://10.0.0.1/x", false],
+    ["http://localhost.evil.example/x", false],
+    ["http://127.0.0.1.evil.example/x", false],
+    ["http://0.0.0.0/x", false],
+    ["ftp://localhost/x", false],
+    ["file:///etc/passwd", false],
+    ["ws://localhost/x", false],
+  ];
+  for (const [url, expected] of cases) test(`${url} → ${expected}`, () => expect(isSecureOrLoopback(new URL(url))).toBe(expected));
+});
+
 // ---------------------------------------------------------------------------------------------
 // createClient against a real loopback server
 
 const KEY = "rpa_SECRET_test_key_0123456789";
+/** A /run body as prepareRequest makes it. */
+const body = (input: unknown) => JSON.stringify({ input });
 const FAST: RetryPolicy = { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 };
 
 interface Seen {
@@ -414,7 +592,7 @@ function serve(answer: (request: Request, n: number) => Response | Promise<Respo
     },
   });
   servers.push(server);
-  return { seen, baseUrl: new URL("v2", server.url).href };
+  return { seen, baseUrl: new URL("v2", server.url).href, root: server.url.href.replace(/\/$/, "") };
 }
 
 /** An answer that never comes (until the test ends). */
@@ -428,7 +606,7 @@ describe("createClient", () => {
     const { seen, baseUrl } = serve(() => Response.json({ id: "job-1", status: "IN_QUEUE" }));
     const client = createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST });
     const input = { workflow: { "1": { class_type: "A", inputs: {} } }, reference_images: { "a.png": "AAAA" }, return_base64: true };
-    expect(await client.run(input)).toEqual({ id: "job-1", status: "IN_QUEUE" });
+    expect(await client.run(body(input))).toEqual({ id: "job-1", status: "IN_QUEUE" });
     expect(seen).toHaveLength(1);
     expect(seen[0]!.method).toBe("POST");
     expect(seen[0]!.path).toBe("/v2/ep-1/run");
@@ -437,12 +615,21 @@ describe("createClient", () => {
     expect(JSON.parse(seen[0]!.body)).toEqual({ input });
   });
 
-  test("run: extras go beside input", async () => {
-    const { seen, baseUrl } = serve(() => Response.json({ id: "job-1", status: "IN_QUEUE" }));
-    const client = createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST });
-    await client.run({ a: 1 }, { policy: { ttl: 60_000 } });
-    expect(JSON.parse(seen[0]!.body)).toEqual({ policy: { ttl: 60_000 }, input: { a: 1 } });
-  });
+  // The body was built (extras beside input) and its size checked by prepareRequest: the client sends it untouched.
+  const verbatim = [
+    '{"policy":{"ttl":60000},"input":{"a":1}}',
+    '{ "input" :  {"text": "日本語 ✓ \\u00e9 é"},\n  "webhook": "https://h.example/" }',
+    "{}",
+  ];
+  for (const text of verbatim) {
+    test(`run sends its body byte for byte: ${JSON.stringify(text.slice(0, 40))}`, async () => {
+      const { seen, baseUrl } = serve(() => Response.json({ id: "job-1", status: "IN_QUEUE" }));
+      await createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST }).run(text);
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.body).toBe(text);
+      expect(seen[0]!.contentType).toContain("application/json");
+    });
+  }
 
   test("status: GET {base}/{endpoint}/status/{id}; cancel: POST {base}/{endpoint}/cancel/{id}", async () => {
     const { seen, baseUrl } = serve((request) =>
@@ -607,7 +794,7 @@ describe("createClient", () => {
   test("run retries a 429, then succeeds", async () => {
     const { seen, baseUrl } = serve((_, n) => (n === 1 ? new Response("", { status: 429 }) : Response.json({ id: "j", status: "IN_QUEUE" })));
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST });
-    expect((await client.run({})).id).toBe("j");
+    expect((await client.run(body({}))).id).toBe("j");
     expect(seen).toHaveLength(2);
     expect(seen[1]!.body).toBe(seen[0]!.body);
   });
@@ -615,7 +802,7 @@ describe("createClient", () => {
   test("run is NOT retried after a 500, and the error says the fate is unknown", async () => {
     const { seen, baseUrl } = serve(() => new Response("Internal Server Error", { status: 500 }));
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST });
-    const error = await rejected(client.run({}));
+    const error = await rejected(client.run(body({})));
     expect(seen).toHaveLength(1);
     expect([error.exitCode, error.code]).toEqual([ExitCode.api, "submission_unknown"]);
     expect(error.message).toContain("may or may not have been created");
@@ -626,7 +813,7 @@ describe("createClient", () => {
     servers.pop()!.stop(true); // the port is now closed
     const waits: number[] = [];
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async (ms) => void waits.push(ms) });
-    const error = await rejected(client.run({}));
+    const error = await rejected(client.run(body({})));
     expect(waits).toHaveLength(FAST.attempts - 1);
     expect(error.exitCode).toBe(ExitCode.api);
     expect(error.message).toStartWith("submitting the job failed:");
@@ -637,7 +824,7 @@ describe("createClient", () => {
     const { seen, baseUrl } = serve(() => Response.json({ error: "Unauthorized" }, { status: 401 }));
     const lines: RequestLine[] = [];
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, onRequest: (line) => lines.push(line) });
-    const error = await rejected(client.run({}));
+    const error = await rejected(client.run(body({})));
     expect(seen).toHaveLength(1);
     expect([error.exitCode, error.code]).toEqual([ExitCode.credentials, "credentials_rejected"]);
     expect(`${error.message}\n${error.detail ?? ""}\n${error.stack ?? ""}\n${JSON.stringify(lines)}`).not.toContain(KEY);
@@ -666,7 +853,7 @@ describe("createClient", () => {
 
   test("a malformed 200 to /run: not sent again, the job's fate is unknown", async () => {
     const { seen, baseUrl } = serve(() => Response.json({ ok: true }));
-    const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).run({}));
+    const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).run(body({})));
     expect([error.exitCode, error.code]).toEqual([ExitCode.api, "submission_unknown"]);
     expect(error.message).toContain("may or may not have been created");
     expect(seen).toHaveLength(1);
@@ -683,7 +870,7 @@ describe("createClient", () => {
     const asked = deadlines(50);
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 50 });
     const started = performance.now();
-    const error = await rejected(client.run({}));
+    const error = await rejected(client.run(body({})));
     expect(performance.now() - started).toBeLessThan(1_000);
     expect(asked).toEqual([50]);
     expect(seen).toHaveLength(1);
@@ -701,9 +888,9 @@ describe("createClient", () => {
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, requestTimeoutMs: 5_000 });
     await client.status("j"); // no body
     await client.health(); // no body
-    await client.run({}); // a few bytes
-    await client.run({ image: "A".repeat(999_000) }); // just under 1 MB
-    await client.run({ image: "A".repeat(2_500_000) }); // 2.5 MB: two more seconds
+    await client.run(body({})); // a few bytes
+    await client.run(body({ image: "A".repeat(999_000) })); // just under 1 MB
+    await client.run(body({ image: "A".repeat(2_500_000) })); // 2.5 MB: two more seconds
     await client.retry("j"); // "{}"
     expect(seen.map((s) => s.body.length)).toEqual([0, 0, 12, 999_022, 2_500_022, 2]);
     expect(asked).toEqual([5_000, 5_000, 5_000, 5_000, 7_000, 5_000]);
@@ -732,7 +919,7 @@ describe("createClient", () => {
     const { baseUrl } = serve((_, n) => (n === 2 ? new Response("", { status: 503 }) : Response.json({ id: "j", status: "IN_QUEUE" })));
     const lines: RequestLine[] = [];
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {}, onRequest: (line) => lines.push(line) });
-    await client.run({ secret: "not the key" });
+    await client.run(body({ secret: "not the key" }));
     await client.status("j");
     expect(lines.map(({ method, path, status }) => ({ method, path, status }))).toEqual([
       { method: "POST", path: "/v2/ep/run", status: 200 },
@@ -778,7 +965,219 @@ describe("createClient", () => {
     const { seen, baseUrl } = serve(() => Response.json({ id: "j", status: "IN_QUEUE" }));
     const reason = new Error("already");
     const client = createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, signal: AbortSignal.abort(reason) });
-    expect(await client.run({}).catch((error: unknown) => error)).toBe(reason);
+    expect(await client.run(body({})).catch((error: unknown) => error)).toBe(reason);
+    expect(seen).toHaveLength(0);
+  });
+});
+
+describe("createClient, local (RunPod's local test server)", () => {
+  /** Answers as runpod-python's --rp_serve_api does: every route POST (GET → 405), no auth, unknown routes 404. */
+  const localServer = (answers: Record<string, (n: number) => unknown>) =>
+    serve((request, n) => {
+      const route = new URL(request.url).pathname.split("/")[1] ?? "";
+      if (!(route in answers)) return Response.json({ detail: "Not Found" }, { status: 404 });
+      if (request.method !== "POST") return Response.json({ detail: "Method Not Allowed" }, { status: 405 });
+      return Response.json(answers[route]!(n));
+    });
+
+  test("routes at the root without the endpoint id, status by POST, no Authorization even when a key is given", async () => {
+    const { seen, root } = localServer({
+      run: () => ({ id: "test-1", status: "IN_PROGRESS" }),
+      status: () => ({ id: "test-1", status: "COMPLETED", output: { images: [] } }),
+      health: () => ({ workers: { idle: 1 } }),
+    });
+    const client = createClient({ baseUrl: root, endpointId: "ep-ignored", apiKey: KEY, local: true, retry: FAST });
+    expect(await client.run(body({ workflow: {} }))).toEqual({ id: "test-1", status: "IN_PROGRESS" });
+    expect((await client.status("test-1")).status).toBe("COMPLETED");
+    expect((await client.health()).workers).toEqual({ idle: 1 });
+    expect(seen.map((s) => [s.method, s.path, s.authorization])).toEqual([
+      ["POST", "/run", null],
+      ["POST", "/status/test-1", null],
+      ["POST", "/health", null],
+    ]);
+    expect(JSON.stringify(seen)).not.toContain(KEY);
+    expect(JSON.stringify(seen)).not.toContain("ep-ignored");
+  });
+
+  test("a base URL with a path keeps it", async () => {
+    const { seen, baseUrl } = localServer({});
+    await rejected(createClient({ baseUrl, endpointId: "ep", local: true, retry: FAST }).cancel("j"));
+    expect(seen.map((s) => s.path)).toEqual(["/v2/cancel/j"]);
+  });
+
+  test("the recorded answers of worker-comfyui's local server: /run, then POST /status", async () => {
+    const [accepted, completed] = await Promise.all([fixture("worker-comfyui-local/02-run-img2img.json"), fixture("worker-comfyui-local/04-status-POST-completed.json")]);
+    const { seen, root } = localServer({ run: () => JSON.parse(accepted), status: () => JSON.parse(completed) });
+    const client = createClient({ baseUrl: root, endpointId: "local", local: true, retry: FAST });
+    const job = await client.run(body({ workflow: {}, images: [] }));
+    expect(job).toEqual({ id: "test-697e6957-187f-4e63-994a-dc30157622da", status: "IN_PROGRESS" });
+    const done = await client.status(job.id);
+    expect(done.status).toBe("COMPLETED");
+    expect(done.delayTime).toBeUndefined(); // the local server gives no timings
+    expect(seen.map((s) => `${s.method} ${s.path}`)).toEqual(["POST /run", `POST /status/${job.id}`]);
+  });
+
+  const missing: [string, (client: ReturnType<typeof createClient>) => Promise<unknown>][] = [
+    ["cancel", (client) => client.cancel("j")],
+    ["retry", (client) => client.retry("j")],
+    ["purge-queue", (client) => client.purgeQueue()],
+  ];
+  for (const [op, call] of missing) {
+    test(`${op}: the route is missing → exit 4, not_supported_locally, asked once`, async () => {
+      const { seen, root } = localServer({ run: () => ({}) });
+      const error = await rejected(call(createClient({ baseUrl: root, endpointId: "local", local: true, retry: FAST, sleep: async () => {} })));
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "not_supported_locally"]);
+      expect(error.message).toBe(`RunPod's local test server has no /${op} route (HTTP 404: Not Found): it offers only run, runsync and status`);
+      expect(seen).toHaveLength(1);
+    });
+  }
+
+  test("a 404 from RunPod itself (not local) still means the job or endpoint is gone", async () => {
+    const { root } = localServer({});
+    const error = await rejected(createClient({ baseUrl: root, endpointId: "ep", apiKey: KEY, retry: FAST }).cancel("j"));
+    expect(error.code).toBe("job_not_found");
+  });
+});
+
+describe("createClient: malformed 200s", () => {
+  test("cancel (idempotent) is asked again after a malformed 200", async () => {
+    const { seen, baseUrl } = serve((_, n) => (n === 1 ? new Response("<html>proxy</html>") : Response.json({ id: "j", status: "CANCELLED" })));
+    expect(await createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).cancel("j")).toEqual({ id: "j", status: "CANCELLED" });
+    expect(seen).toHaveLength(2);
+  });
+
+  test("retry (not idempotent) is not: its effect is unknown", async () => {
+    const { seen, baseUrl } = serve(() => new Response("<html>proxy</html>"));
+    const error = await rejected(createClient({ baseUrl, endpointId: "ep", apiKey: KEY, retry: FAST, sleep: async () => {} }).retry("j"));
+    expect([error.code, seen.length]).toEqual(["request_unknown", 1]);
+    expect(error.message).toContain("may or may not have been queued again");
+  });
+});
+
+describe("download", () => {
+  const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 13, 10, 26, 10, 1, 2, 3]);
+  const SIGNED = "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=deadbeefsecret";
+
+  const listeners: { stop(closeActiveConnections?: boolean): void }[] = [];
+  afterEach(() => {
+    for (const listener of listeners.splice(0)) listener.stop(true);
+  });
+  /** A server that writes `answer` as the raw HTTP response and then keeps the connection open. */
+  function rawServer(answer: string) {
+    const answered = new WeakSet<object>();
+    const listener = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(socket) {
+          if (answered.has(socket)) return;
+          answered.add(socket);
+          socket.write(answer);
+        },
+      },
+    });
+    listeners.push(listener);
+    return `http://127.0.0.1:${listener.port}`;
+  }
+
+  test("http on loopback: GET, the exact bytes, no credentials sent", async () => {
+    const { seen, root } = serve(() => new Response(PNG, { headers: { "content-type": "image/png" } }));
+    expect(await download(`${root}/11-26/job/c67ad621.png${SIGNED}`, { maxBytes: 1_000 })).toEqual(PNG);
+    expect(seen.map((s) => [s.method, s.path, s.authorization])).toEqual([["GET", "/11-26/job/c67ad621.png", null]]);
+  });
+
+  test("a body of exactly maxBytes is accepted", async () => {
+    const { root } = serve(() => new Response(PNG));
+    expect(await download(`${root}/x.png`, { maxBytes: PNG.length })).toEqual(PNG);
+  });
+
+  const refused = ["http://bucket.s3.amazonaws.com/x.png", "http://10.0.0.1/x.png", "http://127.0.0.1.evil.example/x.png", "ftp://127.0.0.1/x.png", "file:///etc/passwd", "javascript:alert(1)", "not a url", ""];
+  for (const url of refused) {
+    test(`${JSON.stringify(url)} → refused before any request: only https (http for localhost)`, async () => {
+      const error = (await download(url, { maxBytes: 1_000 }).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(Error);
+      expect(error.message).toBe(`will not download ${JSON.stringify(url.slice(0, 80))}: only https URLs (http for localhost)`);
+    });
+  }
+
+  const statuses: [number, string][] = [
+    [403, " (presigned URLs expire after 7 days)"],
+    [404, ""],
+    [500, ""],
+  ];
+  for (const [status, hint] of statuses) {
+    test(`HTTP ${status} → an error naming host and path${hint ? " and saying presigned URLs expire" : ""}, never the signature`, async () => {
+      const { root } = serve(() => new Response("<Error><Code>AccessDenied</Code></Error>", { status }));
+      const error = (await download(`${root}/bucket/x.png${SIGNED}`, { maxBytes: 1_000, sleep: async () => {} }).catch((e: unknown) => e)) as Error;
+      expect(error.message).toBe(`downloading ${new URL(root).host}/bucket/x.png failed: HTTP ${status}${hint}`);
+      expect(error.message).not.toContain("deadbeefsecret");
+    });
+  }
+
+  // S3 answers 503 SlowDown when busy.
+  test("a 503 (S3's SlowDown) is tried again", async () => {
+    const { seen, root } = serve((_, n) => (n === 1 ? new Response("SlowDown", { status: 503 }) : new Response(PNG)));
+    expect(await download(`${root}/x.png`, { maxBytes: 1_000, sleep: async () => {} })).toEqual(PNG);
+    expect(seen).toHaveLength(2);
+  });
+
+  test("a Content-Length over the cap is refused before the body is read", async () => {
+    // 10 of the 5000 bytes announced are sent, then nothing: reading the body would hang until the timeout
+    const url = rawServer("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n0123456789");
+    const started = performance.now();
+    const error = (await download(`${url}/big.png${SIGNED}`, { maxBytes: 100, timeoutMs: 20_000 }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toBe(`127.0.0.1:${new URL(url).port}/big.png is 5000 bytes, over --max-output-bytes`);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
+  test("a streamed body (no Content-Length) is cut off as soon as it passes the cap: an endless one too", async () => {
+    const { root } = serve(
+      () =>
+        new Response(
+          new ReadableStream({
+            pull(controller) {
+              controller.enqueue(new Uint8Array(64).fill(7)); // never closed
+            },
+          }),
+        ),
+    );
+    const error = (await download(`${root}/stream.webm`, { maxBytes: 300, timeoutMs: 20_000 }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toBe(`${new URL(root).host}/stream.webm is over --max-output-bytes (300 bytes)`);
+  });
+
+  test("a streamed body within the cap arrives whole", async () => {
+    const chunks = [new Uint8Array(100).fill(1), new Uint8Array(100).fill(2), new Uint8Array(50).fill(3)];
+    const { root } = serve(() => new Response(new ReadableStream({ start(controller) { for (const c of chunks) controller.enqueue(c); controller.close(); } })));
+    const bytes = await download(`${root}/s.bin`, { maxBytes: 250 });
+    expect(bytes).toEqual(new Uint8Array(Buffer.concat(chunks)));
+  });
+
+  test("no answer within timeoutMs → an error saying how long it waited", async () => {
+    const { root } = serve(never);
+    const started = performance.now();
+    const error = (await download(`${root}/slow.png`, { maxBytes: 1_000, timeoutMs: 50 }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toBe(`downloading ${new URL(root).host}/slow.png took longer than 0.05 s`);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
+  test("a body that stalls halfway → the timeout still ends it", async () => {
+    const url = rawServer("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    const error = (await download(`${url}/half.png`, { maxBytes: 1_000, timeoutMs: 40 }).catch((e: unknown) => e)) as Error;
+    expect(error.message).toBe(`downloading 127.0.0.1:${new URL(url).port}/half.png took longer than 0.04 s`);
+  });
+
+  test("aborting the signal rejects with its reason", async () => {
+    const { root } = serve(never);
+    const controller = new AbortController();
+    const reason = new CliError("interrupted", ExitCode.interrupted);
+    setTimeout(() => controller.abort(reason), 10);
+    expect(await download(`${root}/x.png`, { maxBytes: 1_000, signal: controller.signal }).catch((e: unknown) => e)).toBe(reason);
+  });
+
+  test("an already-aborted signal: its reason, and no request", async () => {
+    const { seen, root } = serve(() => new Response(PNG));
+    const reason = new Error("already");
+    expect(await download(`${root}/x.png`, { maxBytes: 1_000, signal: AbortSignal.abort(reason) }).catch((e: unknown) => e)).toBe(reason);
     expect(seen).toHaveLength(0);
   });
 });

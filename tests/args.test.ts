@@ -5,10 +5,12 @@ import {
   connectionArgs,
   DEFAULT_BASE_URL,
   jobIdArg,
+  LOCAL_TEST_SERVER,
   type Options,
   type ParsedValues,
   parseArgv,
   policyArgs,
+  preflightArgs,
   reportArgs,
   requestExtras,
   requireCredentials,
@@ -19,6 +21,7 @@ import {
   waitArgs,
 } from "../lib/args.ts";
 import { ExitCode } from "../lib/errors.ts";
+import { DIALECTS } from "../lib/workflow.ts";
 import { thrown } from "./helpers.ts";
 
 const sources = (env: Record<string, string | undefined> = {}, configKey?: string) => {
@@ -47,8 +50,8 @@ describe("argument fragments", () => {
     ]);
   });
 
-  test("runArgs is exactly the union of submit, wait, policy, connection and report flags", () => {
-    const fragments: ArgsDef[] = [submitArgs, waitArgs, policyArgs, connectionArgs, reportArgs];
+  test("runArgs is exactly the union of submit, wait, preflight, policy, connection and report flags", () => {
+    const fragments: ArgsDef[] = [submitArgs, waitArgs, preflightArgs, policyArgs, connectionArgs, reportArgs];
     const union = fragments.flatMap((fragment) => Object.keys(fragment));
     expect(new Set(union).size).toBe(union.length); // no flag in two fragments
     expect(Object.keys(runArgs).sort()).toEqual(union.sort());
@@ -71,10 +74,23 @@ describe("argument fragments", () => {
     ]);
   });
 
+  // A placeholder (FILE, NODE.INPUT=VALUE), an optional one ([URL]), or choices (N|random, seed|worker-comfyui).
+  const PLACEHOLDER = "[A-Z][A-Z_.=]*";
+  const CHOICE = `(${PLACEHOLDER}|[a-z][a-z-]*)`;
+  const HINT = new RegExp(`^(${PLACEHOLDER}|\\[${PLACEHOLDER}\\]|${CHOICE}(\\|${CHOICE})+)$`);
   test("every flag that takes a value names it for --help", () => {
     for (const [name, arg] of Object.entries({ ...runArgs, ...jobIdArg })) {
-      if (arg.type !== "boolean") expect([name, arg.valueHint]).toEqual([name, expect.stringMatching(/^[A-Z_.]+$/)]);
+      if (arg.type !== "boolean") expect([name, arg.valueHint]).toEqual([name, expect.stringMatching(HINT)]);
     }
+    for (const hint of ["file", "URL]", "[url]", "a b", "|seed", ""]) expect([hint, HINT.test(hint)]).toEqual([hint, false]);
+  });
+
+  test("the preflight defaults --help shows, and --dialect's choices are the dialects", () => {
+    expect([preflightArgs["input-dir"].default, preflightArgs.dialect.default]).toEqual(["./input", "seed"]);
+    expect<readonly string[]>(preflightArgs.dialect.options).toEqual([...DIALECTS]);
+    expect<string>(preflightArgs.dialect.valueHint).toBe(DIALECTS.join("|"));
+    expect(connectionArgs.local.valueHint).toBe("[URL]");
+    expect(connectionArgs.local.description).toContain(LOCAL_TEST_SERVER);
   });
 });
 
@@ -108,6 +124,17 @@ describe("parseArgv", () => {
     [["--policy-timeout", "60", "--ttl=120"], { "policy-timeout": ["60"], ttl: ["120"] }],
     [["--webhook", "https://hooks.example/x?a=1&b=2"], { webhook: ["https://hooks.example/x?a=1&b=2"] }],
     [["--manifest", "m.json", "--max-output-bytes", "500MB"], { manifest: ["m.json"], "max-output-bytes": ["500MB"] }],
+    // the flags of issue 4: --set repeats (one assignment per flag), values may hold spaces, dots and "="
+    [["--set", "6.text=a red fox", "--set", "3.steps=30"], { set: ["6.text=a red fox", "3.steps=30"] }],
+    [["--set=6.text=a=b", "--set", "CLIP Text Encode (Prompt).text=x"], { set: ["6.text=a=b", "CLIP Text Encode (Prompt).text=x"] }],
+    [["--seed", "random", "--input-dir", "in", "--strict", "--dry-run"], { seed: ["random"], "input-dir": ["in"], strict: true, "dry-run": true }],
+    [["--print-payload", "-", "--dialect", "worker-comfyui"], { "print-payload": ["-"], dialect: ["worker-comfyui"] }],
+    // --local takes its URL only when one follows
+    [["--local"], { local: [""] }],
+    [["--local", "--dry-run"], { local: [""], "dry-run": true }],
+    [["--local", "http://127.0.0.1:9000"], { local: ["http://127.0.0.1:9000"] }],
+    [["--local=http://localhost:8001", "--json"], { local: ["http://localhost:8001"], json: true }],
+    [["--local", "--"], { local: [""] }],
   ];
   for (const [argv, expected] of parsed) {
     test(`${JSON.stringify(argv)} → ${JSON.stringify(expected)}`, () => {
@@ -136,6 +163,16 @@ describe("parseArgv", () => {
     [["--workflow", "--no-open"], /^--workflow needs a value \(FILE\)$/],
     [["--timeout"], /^--timeout needs a value \(SECONDS\)$/],
     [["--images", "--verbose"], /^--images needs a value \(FILE\.\.\.\)$/],
+    [["--set"], /^--set needs a value \(NODE\.INPUT=VALUE\)$/],
+    [["--set", "--dry-run"], /^--set needs a value/],
+    [["--seed"], /^--seed needs a value \(N\|random\)$/],
+    [["--dialect"], /^--dialect needs a value \(seed\|worker-comfyui\)$/],
+    [["--print-payload"], /^--print-payload needs a value \(FILE\)$/],
+    [["--set", "6.text=a", "7.text=b"], /^unexpected argument "7\.text=b"$/], // one assignment per --set
+    [["--local", "http://localhost:8000", "http://localhost:8001"], /^unexpected argument "http:\/\/localhost:8001"$/],
+    [["--strict=yes"], /^--strict takes no value \(got "yes"\)$/],
+    // the Comfy.org key comes from the environment only, never from argv (where ps would show it)
+    [["--comfy-org-api-key", "k"], /^unknown option --comfy-org-api-key/],
     [["--no-open=yes"], /^--no-open takes no value \(got "yes"\)$/],
     [["--verbose=1"], /^--verbose takes no value \(got "1"\)$/],
     [["--", "extra"], /^unexpected argument "extra"$/],
@@ -231,6 +268,15 @@ describe("resolveOptions", () => {
     ttlMs: undefined,
     webhook: undefined,
     lowPriority: false,
+    sets: [],
+    seed: undefined,
+    inputDir: "./input",
+    strict: false,
+    dryRun: false,
+    printPayload: undefined,
+    dialect: "seed",
+    local: false,
+    comfyOrgApiKey: undefined,
     apiKey: undefined,
     endpointId: undefined,
     baseUrl: DEFAULT_BASE_URL,
@@ -240,7 +286,7 @@ describe("resolveOptions", () => {
     yes: false,
   };
 
-  test("defaults: ./output, 600 s, 2 s, open, cancel on timeout, wait, 2 GB cap, the RunPod base URL", () => {
+  test("defaults: ./output, 600 s, 2 s, open, cancel on timeout, wait, 2 GB cap, the RunPod base URL, ./input, seed dialect, not local", () => {
     // toStrictEqual: every field is present, even when undefined
     expect(resolveArgv(["--workflow", "f.json"])).toStrictEqual({ ...DEFAULTS, workflow: "f.json" });
   });
@@ -267,6 +313,14 @@ describe("resolveOptions", () => {
       "--no-cancel",
       "--manifest", "run.json",
       "--max-output-bytes", "500MB",
+      "--set", "6.text=a red fox",
+      "--set", "3.steps=30",
+      "--seed", "random",
+      "--input-dir", "refs",
+      "--strict",
+      "--dry-run",
+      "--print-payload", "payload.json",
+      "--dialect", "worker-comfyui",
       "--json",
       "--quiet",
       "--verbose",
@@ -288,6 +342,15 @@ describe("resolveOptions", () => {
       ttlMs: 3_600_000,
       webhook: "https://hooks.example/done",
       lowPriority: true,
+      sets: ["6.text=a red fox", "3.steps=30"],
+      seed: "random",
+      inputDir: "refs",
+      strict: true,
+      dryRun: true,
+      printPayload: "payload.json",
+      dialect: "worker-comfyui",
+      local: false,
+      comfyOrgApiKey: undefined,
       apiKey: "KEY",
       endpointId: "ep",
       baseUrl: "http://127.0.0.1:8000",
@@ -565,6 +628,144 @@ describe("resolveOptions", () => {
   test("RUNPOD_ENDPOINT_BASE_URL is held to the same rules", () => {
     const error = thrown(() => resolveArgv(["--workflow", "f.json"], sources({ RUNPOD_ENDPOINT_BASE_URL: "http://example.com" })));
     expect(error.exitCode).toBe(ExitCode.usage);
+  });
+
+  describe("preflight flags", () => {
+    // [--dialect, RUNPOD_DIALECT, the dialect or the error]
+    const dialects: [string | undefined, string | undefined, string | RegExp][] = [
+      [undefined, undefined, "seed"],
+      ["worker-comfyui", undefined, "worker-comfyui"],
+      ["seed", undefined, "seed"],
+      [undefined, "worker-comfyui", "worker-comfyui"],
+      [undefined, " worker-comfyui ", "worker-comfyui"],
+      [undefined, "", "seed"],
+      [undefined, "  ", "seed"],
+      ["seed", "worker-comfyui", "seed"], // the flag wins
+      ["worker-comfyui", "seed", "worker-comfyui"],
+      ["comfy", undefined, /^the dialect must be one of seed, worker-comfyui \(--dialect or RUNPOD_DIALECT\)$/],
+      ["Seed", undefined, /^the dialect must be one of seed, worker-comfyui/],
+      [undefined, "worker_comfyui", /^the dialect must be one of seed, worker-comfyui \(--dialect or RUNPOD_DIALECT\)$/],
+      ["", "worker-comfyui", /^the dialect must be one of/], // an empty flag is not the environment's
+    ];
+    for (const [flag, env, expected] of dialects) {
+      test(`--dialect ${JSON.stringify(flag)}, RUNPOD_DIALECT ${JSON.stringify(env)} → ${expected}`, () => {
+        const run = () => resolveArgv(flag === undefined ? [] : [`--dialect=${flag}`], sources({ RUNPOD_DIALECT: env }));
+        if (typeof expected === "string") expect<string>(run().dialect).toBe(expected);
+        else {
+          const error = thrown(run);
+          expect(error.exitCode).toBe(ExitCode.usage);
+          expect(error.message).toMatch(expected);
+        }
+      });
+    }
+
+    test("--set: every occurrence, in order; none → []", () => {
+      expect(resolveArgv(["--set", "6.text=a red fox", "--set=3.steps=30", "--set", "Load Checkpoint.ckpt_name=x"]).sets).toEqual(["6.text=a red fox", "3.steps=30", "Load Checkpoint.ckpt_name=x"]);
+      expect(resolveArgv([]).sets).toEqual([]);
+    });
+
+    test("--seed is kept as given (prepareRequest reads it); twice is an error", () => {
+      expect(resolveArgv(["--seed", "42"]).seed).toBe("42");
+      expect(resolveArgv(["--seed", "random"]).seed).toBe("random");
+      expect(thrown(() => resolveArgv(["--seed", "1", "--seed", "2"])).message).toBe("--seed was given more than once");
+    });
+
+    const values: [string[], keyof Options, unknown][] = [
+      [["--input-dir", "refs"], "inputDir", "refs"],
+      [[], "inputDir", "./input"],
+      [["--print-payload", "-"], "printPayload", "-"],
+      [["--print-payload=out/payload.json"], "printPayload", "out/payload.json"],
+      [["--strict"], "strict", true],
+      [["--strict=false"], "strict", false],
+      [["--dry-run"], "dryRun", true],
+      [[], "dryRun", false],
+    ];
+    for (const [argv, field, expected] of values) {
+      test(`${JSON.stringify(argv)} → ${field} ${JSON.stringify(expected)}`, () => expect<unknown>(resolveArgv(argv)[field]).toEqual(expected));
+    }
+
+    const empty: [string, RegExp][] = [
+      ["--input-dir=", /^--input-dir needs a non-empty value$/],
+      ["--print-payload=", /^--print-payload needs a file name \(or - for stdout\)$/],
+    ];
+    for (const [flag, message] of empty) {
+      test(`${flag} → usage error`, () => {
+        const error = thrown(() => resolveArgv([flag]));
+        expect(error.exitCode).toBe(ExitCode.usage);
+        expect(error.message).toMatch(message);
+      });
+    }
+
+    for (const flag of ["input-dir", "print-payload", "dialect"]) {
+      test(`repeated --${flag} is an error`, () => {
+        expect(thrown(() => resolveArgv([`--${flag}`, "seed", `--${flag}`, "seed"])).message).toBe(`--${flag} was given more than once`);
+      });
+    }
+
+    const comfyKeys: [string | undefined, string | undefined][] = [
+      ["comfyui-key-1", "comfyui-key-1"],
+      ["  comfyui-key-1 ", "comfyui-key-1"],
+      ["", undefined],
+      ["   ", undefined],
+      [undefined, undefined],
+    ];
+    for (const [env, expected] of comfyKeys) {
+      test(`COMFY_ORG_API_KEY ${JSON.stringify(env)} → comfyOrgApiKey ${JSON.stringify(expected)}`, () => {
+        expect(resolveArgv([], sources({ COMFY_ORG_API_KEY: env })).comfyOrgApiKey).toBe(expected);
+      });
+    }
+
+    test("the Comfy.org key is not the RunPod key, nor the other way round", () => {
+      const options = resolveArgv([], sources({ COMFY_ORG_API_KEY: "comfy", RUNPOD_API_KEY: "runpod" }));
+      expect([options.apiKey, options.comfyOrgApiKey]).toEqual(["runpod", "comfy"]);
+      expect(resolveArgv(["--api-key", "runpod"]).comfyOrgApiKey).toBeUndefined();
+    });
+  });
+
+  describe("--local", () => {
+    // [argv, environment, local, base URL or the error]
+    const cases: [string[], Record<string, string>, boolean, string | RegExp][] = [
+      [[], {}, false, DEFAULT_BASE_URL],
+      [["--local"], {}, true, LOCAL_TEST_SERVER],
+      [["--local="], {}, true, LOCAL_TEST_SERVER],
+      [["--local", "--json"], {}, true, LOCAL_TEST_SERVER],
+      [["--local", "http://127.0.0.1:9000/"], {}, true, "http://127.0.0.1:9000"],
+      [["--local=http://localhost:8001"], {}, true, "http://localhost:8001"],
+      [["--local", "https://dev-box.example:8000"], {}, true, "https://dev-box.example:8000"],
+      // it replaces the endpoint: --base-url and RUNPOD_ENDPOINT_BASE_URL give way
+      [["--local", "--base-url", "https://proxy.example/v2"], {}, true, LOCAL_TEST_SERVER],
+      [["--base-url", "https://proxy.example/v2", "--local", "http://127.0.0.1:7000"], {}, true, "http://127.0.0.1:7000"],
+      [["--local"], { RUNPOD_ENDPOINT_BASE_URL: "https://env.example/v2" }, true, LOCAL_TEST_SERVER],
+      [["--local"], { RUNPOD_ENDPOINT_BASE_URL: "http://not-loopback.example" }, true, LOCAL_TEST_SERVER],
+      // held to the base URL's rules
+      [["--local", "http://10.0.0.5:8000"], {}, true, /^the base URL must use https \(plain http only for localhost\)$/],
+      // a value that is not a URL is not --local's (it stays a word of its own)
+      [["--local", "localhost:8000"], {}, true, /^unexpected argument "localhost:8000"$/],
+      [["--local", "http://localhost:8000?x=1"], {}, true, /must not carry a query/],
+      [["--local", "--local"], {}, true, /^--local was given more than once$/],
+    ];
+    for (const [argv, env, local, expected] of cases) {
+      test(`${JSON.stringify(argv)} ${JSON.stringify(env)} → ${typeof expected === "string" ? `local ${local}, ${expected}` : expected}`, () => {
+        const run = () => resolveArgv(argv, sources(env));
+        if (typeof expected === "string") expect([run().local, run().baseUrl]).toEqual([local, expected]);
+        else {
+          const error = thrown(run);
+          expect(error.exitCode).toBe(ExitCode.usage);
+          expect(error.message).toMatch(expected);
+        }
+      });
+    }
+
+    test("with a subcommand: --local after the job id", () => {
+      const options = resolveOptions(parseArgv(["abc-u1", "--local"], jobDef), sources());
+      expect([options.jobId, options.local, options.baseUrl]).toEqual(["abc-u1", true, LOCAL_TEST_SERVER]);
+    });
+
+    // An optional value is taken only when it looks like a URL, so the job id stays the job id.
+    test("with a subcommand: --local before the job id leaves the job id alone", () => {
+      const options = resolveOptions(parseArgv(["--local", "abc-u1"], jobDef), sources());
+      expect([options.jobId, options.local, options.baseUrl]).toEqual(["abc-u1", true, LOCAL_TEST_SERVER]);
+    });
   });
 });
 

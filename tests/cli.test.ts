@@ -182,7 +182,7 @@ describe("API, job and time failures", () => {
     const cwd = tempDir();
     const run = await runCli(["--workflow", workflowPath("img2img.json"), ...fast], { env: connection(), cwd });
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/job \S+ ended FAILED.*reference\.png/);
+    expect(run.stderr).toMatch(/job \S+ ended FAILED after \d\.\d s: Prompt outputs failed validation\n {2}• .*Invalid image file: reference\.png/);
     expect(run.stdout).toBe("");
     expect(existsSync(join(cwd, "output"))).toBe(false);
   });

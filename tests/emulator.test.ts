@@ -521,6 +521,84 @@ describe("the sample workflows", () => {
   });
 });
 
+describe("the worker-comfyui dialect", () => {
+  const comfy = (options: Partial<EmulatorOptions> = {}) => start({ dialect: "worker-comfyui", ...options });
+  const IMG2IMG = (image: string) => ({
+    ...TXT2IMG,
+    "10": { class_type: "LoadImage", inputs: { image } },
+    "11": { class_type: "VAEEncode", inputs: { pixels: ["10", 0], vae: ["1", 2] } },
+    "12": { class_type: "SaveImage", inputs: { filename_prefix: "ref", images: ["11", 0] } },
+  });
+  const fixture = (name: string) => Bun.file(join(FIXTURES, "responses", name)).json();
+  /** The keys of a job object as a fixture has them (fixtures leave workerId out). */
+  const keysOf = (job: object) => Object.keys(job).filter((key) => key !== "workerId");
+
+  test("a handler error: FAILED with the error at the top and the details under output, in the fixture's key order", async () => {
+    const emu = comfy();
+    const input = { workflow: IMG2IMG("masks/ref.png"), images: [{ name: "masks/ref.png", image: TINY_PNG }] };
+    const done = await settle(emu, await submit(emu, input));
+    const expected = await fixture("worker-comfyui-5-upload-subfolder.json");
+    expect(keysOf(done)).toEqual(Object.keys(expected));
+    expect(done).toMatchObject({ status: "FAILED", error: expected.error, output: expected.output, workerId: expect.any(String) });
+  });
+
+  test("a validation error: FAILED with the worker's message and no output, as recorded", async () => {
+    const emu = comfy();
+    const workflow = structuredClone(TXT2IMG) as Record<string, { inputs: Record<string, unknown> }>;
+    workflow["1"]!.inputs.ckpt_name = "does-not-exist.safetensors";
+    const done = (await callJson(emu, "runsync", { body: { input: { workflow } } })).body;
+    const expected = await fixture("worker-comfyui-5-validation-failed.json");
+    expect(keysOf(done)).toEqual(Object.keys(expected));
+    expect(done.error).toBe(expected.error.replaceAll("Node 4", "Node 1").replace("['9']", "['7']"));
+  });
+
+  test("a success: {filename, type, data} images; no progress while running; each worker keeps its ComfyUI's files", async () => {
+    const emu = comfy({ executionMs: 150 });
+    const input = { workflow: IMG2IMG("ref.png"), images: [{ name: "ref.png", image: TINY_PNG }] };
+    const id = await submit(emu, input);
+    const running = await until(() => jobStatus(emu, id), statusIs("IN_PROGRESS", "COMPLETED"));
+    expect(running).toEqual({ id, status: "IN_PROGRESS", delayTime: 20, workerId: expect.any(String) });
+    const done = await settle(emu, id);
+    expect(done.output).toEqual({
+      images: [
+        { filename: "txt2img_00001_.png", type: "base64", data: expect.stringMatching(/^iVBORw0KGgo/) },
+        { filename: "ref_00001_.png", type: "base64", data: expect.stringMatching(/^iVBORw0KGgo/) },
+      ],
+    });
+    // The image uploaded by the first job is still on the worker, and the counters go on.
+    const again = await settle(emu, await submit(emu, { workflow: IMG2IMG("ref.png") }));
+    expect(again.output.images.map((image: { filename: string }) => image.filename)).toEqual(["txt2img_00002_.png", "ref_00002_.png"]);
+  });
+
+  test("S3: images come back as presigned URLs to the emulator, served without a key, GET only, gone with their job", async () => {
+    const emu = comfy({ s3: true, syncRetentionMs: 150 });
+    const done = (await callJson(emu, "runsync", { body: { input: VALID_INPUT } })).body;
+    const [image] = done.output.images;
+    expect(image).toEqual({ filename: "txt2img_00001_.png", type: "s3_url", data: expect.stringContaining(`/s3/`) });
+    const url = new URL(image.data);
+    expect(url.origin).toBe(new URL(emu.url).origin);
+    expect(url.pathname).toMatch(new RegExp(`^/s3/\\d\\d-\\d\\d/${done.id}/[0-9a-f]{8}\\.png$`));
+
+    const download = await fetch(url);
+    expect([download.status, download.headers.get("content-type")]).toEqual([200, "image/png"]);
+    expect(Buffer.from(await download.arrayBuffer()).subarray(1, 4).toString()).toBe("PNG");
+    const refused = async (target: URL | string, init?: RequestInit) => {
+      const response = await fetch(target, init);
+      return [response.status, /<Code>(\w+)<\/Code>/.exec(await response.text())?.[1]];
+    };
+    expect(await refused(`${url.origin}${url.pathname}`)).toEqual([403, "AccessDenied"]);
+    expect(await refused(url.href.replace(/Signature=\w/, "Signature=x"))).toEqual([403, "SignatureDoesNotMatch"]);
+    expect(await refused(url, { method: "POST" })).toEqual([403, "SignatureDoesNotMatch"]);
+
+    await until(() => call(emu, `status/${done.id}`), (response) => response.status === 404);
+    expect(await refused(url)).toEqual([404, "NoSuchKey"]);
+  });
+
+  test("s3 without the worker-comfyui dialect is refused", () => {
+    expect(() => startEmulator({ port: 0, s3: true })).toThrow("the s3 option needs the worker-comfyui dialect");
+  });
+});
+
 describe("fault injection", () => {
   /** The status, content type, Retry-After and body of an answer; without an answer, the error's code or name. */
   async function answerOf(response: Promise<Response>) {
@@ -745,13 +823,13 @@ describe("the emulate command", () => {
   });
 
   /** Runs `emulate` until it has printed its exports, then lets `use` talk to it, then sends SIGINT. */
-  async function runEmulate(rawArgs: string[], use: (env: Record<string, string>) => Promise<void>): Promise<void> {
+  async function runEmulate(rawArgs: string[], use: (env: Record<string, string>) => Promise<void>, ready = "RUNPOD_ENDPOINT_ID"): Promise<void> {
     output = { stdout: "", stderr: "" };
     const stdout = spyOn(process.stdout, "write").mockImplementation((chunk) => ((output.stdout += String(chunk)), true));
     const stderr = spyOn(process.stderr, "write").mockImplementation((chunk) => ((output.stderr += String(chunk)), true));
     try {
       const running = runCommand(emulateCommand, { rawArgs: ["--port", "0", ...rawArgs] });
-      await until(async () => output.stdout, (text) => text.includes("RUNPOD_ENDPOINT_ID"));
+      await until(async () => output.stdout, (text) => text.includes(ready));
       const env = Object.fromEntries([...output.stdout.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1] ?? "", m[2] ?? ""]));
       await use(env);
       process.emit("SIGINT");
@@ -791,6 +869,32 @@ describe("the emulate command", () => {
     expect(output.stderr).toEndWith("Ctrl-C stops it\nInjecting faults: rate-limit@health (seed 7)\n");
   });
 
+  test("--local-mode: prints where to point the client instead of the exports, and serves the local test server", async () => {
+    process.env.RUNPOD_API_KEY = "env-secret";
+    let root = "";
+    await runEmulate(
+      ["--local-mode", "--dialect", "worker-comfyui", "--execution-time", "0.01"],
+      async () => {
+        root = /--local (\S+)/.exec(output.stdout)?.[1] ?? "";
+        const sync = await fetch(`${root}/runsync`, { method: "POST", body: JSON.stringify({ input: VALID_INPUT }) });
+        expect(((await sync.json()) as { output: { images: { type: string }[] } }).output.images[0]?.type).toBe("base64");
+        expect((await fetch(`${root}/status/x`)).status).toBe(405);
+      },
+      "--local",
+    );
+    expect(root).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(output.stdout).toBe(`Pass --local ${root} --dialect worker-comfyui to send-to-runpod\n`);
+    expect(output.stderr).toBe(`RunPod local test server emulator on ${root}, worker-comfyui handler; Ctrl-C stops it\n`);
+  });
+
+  test("--dialect worker-comfyui --s3 says so", async () => {
+    delete process.env.RUNPOD_API_KEY;
+    await runEmulate(["--dialect", "worker-comfyui", "--s3"], async (env) => {
+      expect(env.RUNPOD_API_KEY).toBe("emulator-key");
+    });
+    expect(output.stderr).toEndWith(" — endpoint emulator, 1 worker, worker-comfyui handler with S3 uploads; Ctrl-C stops it\n");
+  });
+
   test.each([
     ["--api-key", ["--api-key", "my-secret"], undefined, "my-secret", "--api-key"],
     ["RUNPOD_API_KEY", [], "env-secret", "env-secret", "RUNPOD_API_KEY"],
@@ -823,6 +927,8 @@ describe("the emulate command", () => {
     [["--faults", "flakey"], 'bad --faults item "flakey": unknown fault; the faults are rate-limit, flaky, slow, reset, malformed, drop-output, expire'],
     [["--faults", "slow@status"], 'bad --faults item "slow@status": slow takes a duration, then optionally a count or a rate: slow=1500ms, slow=2s, slow@status=2s:3, slow=0.5s:25%'],
     [["--faults", "flaky,"], '--faults has an empty item: "flaky,"'],
+    [["--dialect", "comfyui"], "--dialect must be seed or worker-comfyui"],
+    [["--s3"], "--s3 needs --dialect worker-comfyui (the original handler returns base64 only)"],
   ])("%p is a usage error", async (args, message) => {
     const failure = await runCommand(emulateCommand, { rawArgs: args }).catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(CliError);

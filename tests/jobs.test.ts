@@ -245,7 +245,9 @@ describe("machine output", () => {
     expect(ok.stderr).toBe("");
     expect(ok.stdout).toMatch(/output_.*\.png\n$/);
     const failed = await cli(["--workflow", workflowPath("img2img.json"), "--quiet", ...fast]);
-    expect(failed.stderr.trim().split("\n")).toHaveLength(1);
+    const [first, ...rest] = failed.stderr.trim().split("\n");
+    expect(first).toStartWith("✖ job ");
+    expect(rest.every((line) => line.startsWith("  • "))).toBe(true);
   });
 
   test("--verbose shows request lines, never the key", async () => {

@@ -124,9 +124,23 @@ describe("waitForJob", () => {
     const result = await waitForJob({ status, pollIntervalMs: 1_500, sleep: instantSleep(asked), onUpdate: (j) => updates.push(j) });
     expect(result).toBe(final);
     expect(calls.count).toBe(5);
-    expect(asked).toEqual([1_500, 1_500, 1_500, 1_500, 1_500]);
+    // quick at first, then ×1.5 up to the poll interval (lib/poll.ts nextDelay)
+    expect(asked).toEqual([250, 375, 562.5, 843.75, 1_265.625]);
+    expect(Math.max(...asked)).toBeLessThanOrEqual(1_500);
     expect(updates.map((j) => j.status)).toEqual(["IN_QUEUE", "IN_PROGRESS", "RUNNING", "IN_PROGRESS", "COMPLETED"]);
     expect(updates[4]).toBe(final);
+  });
+
+  // RunPod's local test server forgets a job once its result was read: the wait must stop at the first COMPLETED.
+  test("the recorded answers of RunPod's local test server: stops at COMPLETED, never asks again (the next answer is \"Job ID not found\")", async () => {
+    const [running, completed, forgotten] = await Promise.all(
+      ["02-run-img2img.json", "04-status-POST-completed.json", "05-status-POST-again.json"].map((name) => responseJson<Job>(`worker-comfyui-local/${name}`)),
+    );
+    const { status, calls } = statuses(running!, completed!, forgotten!);
+    const result = await waitForJob({ status, pollIntervalMs: 100, sleep: instantSleep([]) });
+    expect(result).toBe(completed!);
+    expect(calls.count).toBe(2);
+    expect(describeStatus(running!, 3_000)).toBe("IN_PROGRESS 3s"); // no output, no timings: just the status
   });
 
   for (const terminal of ["FAILED", "CANCELLED", "TIMED_OUT"]) {

@@ -140,6 +140,31 @@ describe("jsonReport", () => {
     expect([purged.ok, purged.command, purged.removed]).toEqual([true, "purge-queue", 3]);
   });
 
+  test("--seed: the seed used is in the --json document, after the fixed keys", () => {
+    const report = jsonReport({ ...record({ job: JOB }), extra: { seed: 281474976710655 } }, undefined) as ReturnType<typeof jsonReport> & { seed?: number };
+    expect(Object.keys(report)).toEqual([...JSON_KEYS, "seed"]);
+    expect(JSON.parse(JSON.stringify(report)).seed).toBe(281474976710655);
+  });
+
+  test("extra keys cannot overwrite the fixed ones", () => {
+    const report = jsonReport({ ...record({ job: JOB }), extra: { ok: false, jobId: "forged", exitCode: 9 } }, undefined);
+    expect([report.ok, report.jobId, report.exitCode]).toEqual([true, "job-1", 0]);
+  });
+
+  test("a worker-comfyui failure: the node lines are kept whole in error.message", async () => {
+    const job = await responseJson<Job>("worker-comfyui-5-validation-failed.json");
+    const report = jsonReport(record({ job }), jobFailure(job));
+    expect(report.error!.code).toBe("job_failed");
+    expect(report.error!.message).toMatch(/^job c0ffee00-\S+ ended FAILED after 0\.9 s: Workflow validation failed\n  • node 4 \(CheckpointLoaderSimple\): ckpt_name: 'does-not-exist\.safetensors'/);
+    expect(report.error!.message).not.toContain("Raw response");
+  });
+
+  test("a job from RunPod's local test server (no timings) → nulls, not zeros", async () => {
+    const job = await responseJson<Job>("worker-comfyui-local/01-runsync-img2img.json");
+    const report = jsonReport(record({ job }), undefined);
+    expect([report.jobId, report.status, report.delayTime, report.executionTime]).toEqual([job.id, "COMPLETED", null, null]);
+  });
+
   test("the fixture seed-completed.json as the job", async () => {
     const job = await responseJson<Job>("seed-completed.json");
     const report = jsonReport(record({ job }), undefined);
@@ -204,6 +229,12 @@ describe("manifestRecord", () => {
     const when = new Date(2026, 5, 30, 23, 59, 59, 1);
     expect(manifestRecord(newRecord("run"), undefined, when).finishedAt).toBe(when.toISOString());
     expect(manifestRecord(newRecord("run"), undefined, when).finishedAt).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  });
+
+  // A random seed is reported in the manifest too.
+  test("--seed: the seed used is in the manifest too", () => {
+    const manifest = manifestRecord({ ...record({ job: JOB }), extra: { seed: 42 } }, undefined, FINISHED);
+    expect(JSON.stringify(manifest)).toContain('"seed":42');
   });
 
   test("the job's output and unknown fields stay out of the manifest", () => {

@@ -6,8 +6,8 @@ import { basename, join } from "node:path";
 import type { Job } from "../lib/api.ts";
 import { ExitCode } from "../lib/errors.ts";
 import {
+  chooseExtension,
   extensionFromBytes,
-  formatBytes,
   keepRawOutput,
   openCommand,
   type OutputItem,
@@ -37,6 +37,11 @@ const WEBP = bytes("RIFF", 4, 0, 0, 0, "WEBPVP8 ");
 const GIF = bytes("GIF89a", 1, 0, 1, 0);
 const MP4 = bytes(0, 0, 0, 0x20, "ftypisom", 0, 0, 2, 0);
 const WEBM = bytes(0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x86, 0x81);
+const WAV = bytes("RIFF", 36, 0, 0, 0, "WAVEfmt ");
+const MP3_ID3 = bytes("ID3", 4, 0, 0, 0, 0, 0, 0x21);
+const MP3_FRAME = bytes(0xff, 0xfb, 0x90, 0x64, 0, 0, 0, 0);
+const FLAC = bytes("fLaC", 0, 0, 0, 0x22);
+const UNKNOWN = bytes("just some bytes");
 
 /** An output as a worker sends it. */
 const item = (data: Uint8Array, filename?: string): OutputItem => ({ base64: Buffer.from(data).toBase64(), ...(filename && { filename }) });
@@ -45,24 +50,60 @@ const independentSha256 = (data: Uint8Array) => createHash("sha256").update(data
 const isRoot = process.getuid?.() === 0;
 
 describe("extensionFromBytes", () => {
-  const cases: [string, Uint8Array, string][] = [
+  const cases: [string, Uint8Array, string | undefined][] = [
     ["png", PNG, "png"],
     ["jpg", JPG, "jpg"],
+    ["jpg (EXIF)", bytes(0xff, 0xd8, 0xff, 0xe1, 0, 0x10, "Exif"), "jpg"],
     ["webp", WEBP, "webp"],
     ["gif (89a)", GIF, "gif"],
     ["gif (87a)", bytes("GIF87a", 0), "gif"],
     ["mp4", MP4, "mp4"],
     ["webm", WEBM, "webm"],
-    ["RIFF that is not WEBP (wav)", bytes("RIFF", 4, 0, 0, 0, "WAVEfmt "), "png"],
-    ["unknown", bytes("hello world"), "png"],
-    ["empty", new Uint8Array(0), "png"],
-    ["a truncated png signature", bytes(0x89, 0x50), "png"],
+    ["wav (RIFF … WAVE)", WAV, "wav"],
+    ["mp3 with an ID3 tag", MP3_ID3, "mp3"],
+    ["mp3 from its first frame (sync bits)", MP3_FRAME, "mp3"],
+    ["mp3, MPEG-2 frame", bytes(0xff, 0xf3, 0x40, 0xc4), "mp3"],
+    ["flac", FLAC, "flac"],
+    ["RIFF that is neither WEBP nor WAVE (avi)", bytes("RIFF", 4, 0, 0, 0, "AVI LIST"), undefined],
+    ["0xff not followed by sync bits", bytes(0xff, 0x00, 1, 2), undefined],
+    ["unknown", bytes("hello world"), undefined],
+    ["empty", new Uint8Array(0), undefined],
+    ["a truncated png signature", bytes(0x89, 0x50), undefined],
   ];
   for (const [what, input, expected] of cases) test(`${what} → ${expected}`, () => expect(extensionFromBytes(input)).toBe(expected));
 
   test("the fixture tiny.png → png", async () => {
     expect(extensionFromBytes(new Uint8Array(await readFile(join(FIXTURES, "tiny.png"))))).toBe("png");
   });
+});
+
+describe("chooseExtension", () => {
+  // [bytes, the worker's file name, extension]: the bytes first, the name second, png last
+  const cases: [string, Uint8Array, string | undefined, string][] = [
+    ["png bytes named .jpg", PNG, "ComfyUI_00001_.jpg", "png"],
+    ["mp3 bytes named .wav", MP3_ID3, "audio.wav", "mp3"],
+    ["flac bytes, no name", FLAC, undefined, "flac"],
+    ["unknown bytes named .opus", UNKNOWN, "ComfyUI_00001_.opus", "opus"],
+    ["unknown bytes named .PNG", UNKNOWN, "X.PNG", "png"],
+    ["unknown bytes named .JPEG", UNKNOWN, "photo.JPEG", "jpeg"],
+    ["unknown bytes named .tar.gz: not media, so png", UNKNOWN, "a.tar.gz", "png"],
+    ["unknown bytes named .mp4", UNKNOWN, "clip.mp4", "mp4"],
+    ["unknown bytes, no name", UNKNOWN, undefined, "png"],
+    ["unknown bytes, a name without extension", UNKNOWN, "output", "png"],
+    ["unknown bytes, an empty name", UNKNOWN, "", "png"],
+    ["unknown bytes, a name ending in a dot", UNKNOWN, "x.", "png"],
+    ["unknown bytes, an extension over 5 characters", UNKNOWN, "a.toolong", "png"],
+    ["unknown bytes, an extension with a symbol", UNKNOWN, "a.p_g", "png"],
+    ["empty bytes named .webp", new Uint8Array(0), "x.webp", "webp"],
+  ];
+  for (const [what, data, filename, expected] of cases) test(`${what} → ${expected}`, () => expect(chooseExtension(data, filename)).toBe(expected));
+
+  // Saved files are opened: a worker's ".bat" or ".exe" must never become one that would run.
+  for (const name of ["run.bat", "setup.exe", "x.cmd", "x.js", "x.vbs", "x.hta", "x.scr", "x.ps1", "x.sh"]) {
+    test(`unknown bytes named ${name} are not saved under an executable extension`, () => {
+      expect(chooseExtension(bytes("@echo off\r\n"), name)).not.toBe(name.split(".").pop());
+    });
+  }
 });
 
 describe("outputName", () => {
@@ -76,25 +117,6 @@ describe("outputName", () => {
   for (const [date, index, extension, expected] of cases) {
     test(`${date.toString()} #${index} .${extension} → ${expected}`, () => expect(outputName(date, index, extension)).toBe(expected));
   }
-});
-
-describe("formatBytes", () => {
-  const cases: [number, string][] = [
-    [0, "0 B"],
-    [1, "1 B"],
-    [999, "999 B"],
-    [1_000, "1.0 kB"],
-    [1_049, "1.0 kB"],
-    [1_050, "1.1 kB"],
-    [812_345, "812.3 kB"],
-    [999_949, "999.9 kB"],
-    [999_950, "1.0 MB"],
-    [2_300_000, "2.3 MB"],
-    [2_345_678, "2.3 MB"],
-    [1_500_000_000, "1.5 GB"],
-    [4_200_000_000_000, "4.2 TB"],
-  ];
-  for (const [n, expected] of cases) test(`${n} → ${expected}`, () => expect(formatBytes(n)).toBe(expected));
 });
 
 describe("sha256Hex", () => {
@@ -166,58 +188,112 @@ describe("safeFileName", () => {
 });
 
 describe("outputItems", () => {
-  test("the fixture seed-completed.json → its two base64 strings", async () => {
+  const PNG_B64 = (data: string) => expect(Uint8Array.fromBase64(data.replace(/^data:image\/png;base64,/, "")).slice(0, 4)).toEqual(PNG.slice(0, 4));
+
+  test("the fixture seed-completed.json → its two base64 strings, no warnings", async () => {
     const job = await fixtureJob("seed-completed.json");
     const strings = (job.output as { images: string[] }).images;
-    expect(outputItems(job.output, job.id)).toEqual(strings.map((base64) => ({ base64 })));
+    expect(outputItems(job.output, job.id)).toEqual({ items: strings.map((base64) => ({ base64 })), warnings: [] });
   });
 
-  test("the fixture worker-comfyui-5-completed.json → data and the worker's file names", async () => {
+  test("the fixture worker-comfyui-5-completed.json → data and the worker's file names; its errors are warnings", async () => {
     const job = await fixtureJob("worker-comfyui-5-completed.json");
     const images = (job.output as { images: { data: string }[] }).images;
-    expect(outputItems(job.output, job.id)).toEqual([
-      { base64: images[0]!.data, filename: "ComfyUI_00001_.png" },
-      { base64: images[1]!.data, filename: "ComfyUI_00002_.png" },
-    ]);
+    expect(outputItems(job.output, job.id)).toEqual({
+      items: [
+        { base64: images[0]!.data, filename: "ComfyUI_00001_.png" },
+        { base64: images[1]!.data, filename: "ComfyUI_00002_.png" },
+      ],
+      warnings: ["Skipping temp image ComfyUI_temp_abcde_00001_.png"],
+    });
   });
 
-  test("the fixture worker-comfyui-5-s3.json → one item that says why it cannot be saved, with its name", async () => {
+  test("the fixture worker-comfyui-5-s3.json → a URL to download, with its name", async () => {
     const job = await fixtureJob("worker-comfyui-5-s3.json");
-    const items = outputItems(job.output, job.id);
-    expect(items).toEqual([{ filename: "ComfyUI_00001_.png", problem: expect.stringMatching(/^output 1 has a shape this client does not know: .*s3_url/) }]);
-    expect(items[0]!.base64).toBeUndefined();
+    expect(outputItems(job.output, job.id)).toEqual({
+      items: [{ url: "https://bucket.s3.us-east-1.amazonaws.com/11-26/a1b2c3d4-0000-4000-8000-000000000002-u1/c67ad621.png?X-Amz-Signature=...", filename: "ComfyUI_00001_.png" }],
+      warnings: [],
+    });
   });
+
+  test("the fixture worker-comfyui-legacy-completed.json ({status, message}) → the message's bare base64", async () => {
+    const job = await fixtureJob("worker-comfyui-legacy-completed.json");
+    const { items, warnings } = outputItems(job.output, job.id);
+    expect([items, warnings]).toEqual([[{ base64: (job.output as { message: string }).message }], []]);
+    PNG_B64(items[0]!.base64!);
+  });
+
+  test("the fixture worker-comfyui-legacy-datauri.json → the data URI, kept for saveOutputs to strip", async () => {
+    const job = await fixtureJob("worker-comfyui-legacy-datauri.json");
+    const { items } = outputItems(job.output, job.id);
+    expect(items).toEqual([{ base64: expect.stringMatching(/^data:image\/png;base64,iVBOR/) }]);
+    PNG_B64(items[0]!.base64!);
+  });
+
+  // worker-comfyui's local server, recorded: every completed answer is {images: [{filename, type: "base64", data}]}
+  for (const name of ["01-runsync-img2img.json", "04-status-POST-completed.json", "06-runsync-txt2img-batch2.json", "07-runsync-worker-test-input.json", "18-runsync-seed-contract-input.json"]) {
+    test(`the fixture worker-comfyui-local/${name} → base64 items with the worker's names`, async () => {
+      const job = await fixtureJob(`worker-comfyui-local/${name}`);
+      const images = (job.output as { images: { filename: string; data: string }[] }).images;
+      const { items, warnings } = outputItems(job.output, job.id);
+      expect(items).toEqual(images.map(({ filename, data }) => ({ base64: data, filename })));
+      expect(items.length).toBeGreaterThan(0);
+      expect(warnings).toEqual([]);
+    });
+  }
 
   const cases: [string, unknown, OutputItem[]][] = [
     ["a base64 string", { images: ["AAAA"] }, [{ base64: "AAAA" }]],
     ["a data: URI (decoded later)", { images: ["data:image/png;base64,AAAA"] }, [{ base64: "data:image/png;base64,AAAA" }]],
+    ["an https string", { images: ["https://b.example/x.png"] }, [{ url: "https://b.example/x.png" }]],
+    ["an http string (download decides)", { images: ["HTTP://b.example/x.png"] }, [{ url: "HTTP://b.example/x.png" }]],
     ["an object of type base64", { images: [{ data: "AAAA", type: "base64", filename: "out.png" }] }, [{ base64: "AAAA", filename: "out.png" }]],
-    ["an object without a type", { images: [{ data: "AAAA" }] }, [{ base64: "AAAA" }]],
+    ["an object without a type", { images: [{ data: "AAAA" }] }, [{ base64: "AAAA", filename: undefined }]],
+    ["an object of type s3_url", { images: [{ data: "https://b.example/x.png", type: "s3_url", filename: "x.png" }] }, [{ url: "https://b.example/x.png", filename: "x.png" }]],
+    ["an s3_url with a hostile name", { images: [{ data: "https://b.example/x", type: "s3_url", filename: "../../.ssh/authorized_keys" }] }, [{ url: "https://b.example/x", filename: "authorized_keys" }]],
     ["a hostile file name is made safe", { images: [{ data: "AAAA", type: "base64", filename: "../../.bashrc" }] }, [{ base64: "AAAA", filename: "bashrc" }]],
     ["a file name with nothing left", { images: [{ data: "AAAA", type: "base64", filename: ".." }] }, [{ base64: "AAAA", filename: undefined }]],
     ["a file name that is not a string", { images: [{ data: "AAAA", filename: 7 }] }, [{ base64: "AAAA", filename: undefined }]],
-    ["an s3_url", { images: [{ data: "https://b.example/x.png", type: "s3_url", filename: "x.png" }] }, [{ filename: "x.png", problem: expect.stringMatching(/^output 1 has a shape this client does not know: /) }]],
-    ["data that is not a string", { images: [{ data: 5, type: "base64" }] }, [{ problem: expect.stringMatching(/^output 1 has a shape/) }]],
-    ["null", { images: [null] }, [{ problem: "output 1 has a shape this client does not know: null" }]],
-    ["a number", { images: [5] }, [{ problem: "output 1 has a shape this client does not know: 5" }]],
-    ["a good one, then a bad one", { images: ["AAAA", { type: "url" }] }, [{ base64: "AAAA" }, { problem: expect.stringMatching(/^output 2 has a shape/) }]],
+    ["an unknown type", { images: [{ data: "AAAA", type: "gcs_url", filename: "x.png" }] }, [{ filename: "x.png", problem: expect.stringMatching(/^output 1 has a shape this client does not know: .*gcs_url/) }]],
+    ["data that is not a string", { images: [{ data: 5, type: "base64" }] }, [{ filename: undefined, problem: expect.stringMatching(/^output 1 has a shape/) }]],
+    ["null", { images: [null] }, [{ filename: undefined, problem: "output 1 has a shape this client does not know: null" }]],
+    ["a number", { images: [5] }, [{ filename: undefined, problem: "output 1 has a shape this client does not know: 5" }]],
+    ["a good one, then a bad one", { images: ["AAAA", { type: "url" }] }, [{ base64: "AAAA" }, { filename: undefined, problem: expect.stringMatching(/^output 2 has a shape/) }]],
+    // the older worker-comfyui (≤ 4.0): {status, message}, the message base64 or a URL
+    ["{status, message} with base64", { status: "success", message: "iVBOR", refresh_worker: false }, [{ base64: "iVBOR" }]],
+    ["{status, message} with a data URI", { status: "success", message: "data:image/png;base64,iVBOR" }, [{ base64: "data:image/png;base64,iVBOR" }]],
+    ["{status, message} with an https URL", { status: "success", message: "https://bucket.example/out.png" }, [{ url: "https://bucket.example/out.png" }]],
+    ["images win over a message", { images: ["AAAA"], message: "https://bucket.example/out.png" }, [{ base64: "AAAA" }]],
     // no list of images at all: one item with a problem (exit 6 later, and the raw job kept)
     ["images not a list", { images: "iVBOR" }, [{ problem: expect.stringMatching(/^the output has no list of images: \{"images":"iVBOR"\}/) }]],
-    ["no images key (legacy worker-comfyui)", { status: "success", message: "iVBOR" }, [{ problem: expect.stringMatching(/^the output has no list of images/) }]],
+    ["a status without images or message", { status: "success" }, [{ problem: 'the output has no list of images: {"status":"success"}' }]],
+    ["a message that is not a string", { message: 5 }, [{ problem: expect.stringMatching(/^the output has no list of images/) }]],
     ["a string output", "done", [{ problem: 'the output has no list of images: "done"' }]],
     ["a list output", ["AAAA"], [{ problem: expect.stringMatching(/^the output has no list of images/) }]],
   ];
   for (const [what, output, expected] of cases) {
     test(`${what} → ${expected.length} item(s)`, () => {
-      const items = outputItems(output, "j");
+      const { items, warnings } = outputItems(output, "j");
       expect(items).toEqual(expected);
-      for (const item of items) expect(item.problem === undefined).toBe(item.base64 !== undefined);
+      expect(warnings).toEqual([]);
+      // each item is exactly one of: base64 to decode, a URL to fetch, or a problem
+      for (const item of items) expect([item.base64, item.url, item.problem].filter((x) => x !== undefined)).toHaveLength(1);
     });
   }
 
+  const warned: [string, unknown, string[]][] = [
+    ["strings", { images: ["AAAA"], errors: ["Skipping temp image a.png", "second"] }, ["Skipping temp image a.png", "second"]],
+    ["objects as JSON", { images: ["AAAA"], errors: [{ node: "9", message: "x" }, 3] }, ['{"node":"9","message":"x"}', "3"]],
+    ["not a list: ignored", { images: ["AAAA"], errors: "oops" }, []],
+    ["beside a shape this client does not know", { other: 1, errors: ["w"] }, ["w"]],
+  ];
+  for (const [what, output, warnings] of warned) {
+    test(`the worker's errors, ${what} → warnings ${JSON.stringify(warnings)}`, () => expect(outputItems(output, "j").warnings).toEqual(warnings));
+  }
+
   test("a problem quotes at most 120 characters of the output", () => {
-    const [item] = outputItems({ other: "x".repeat(500) }, "j");
-    expect(item!.problem!.length).toBeLessThan(200);
+    const { items } = outputItems({ other: "x".repeat(500) }, "j");
+    expect(items[0]!.problem!.length).toBeLessThan(200);
   });
 
   const none: [string, unknown][] = [
@@ -227,12 +303,18 @@ describe("outputItems", () => {
     ["an empty list beside a status (worker-comfyui 5)", { status: "success_no_images", images: [] }],
   ];
   for (const [what, output] of none) {
-    test(`${what} → exit 1, code no_outputs`, () => {
+    test(`${what} → exit 1, code no_outputs, with the size-limit hint`, () => {
       const error = thrown(() => outputItems(output, "j"));
       expect([error.exitCode, error.code]).toEqual([ExitCode.jobFailed, "no_outputs"]);
-      expect(error.message).toMatch(/^job j completed without outputs/);
+      expect(error.message).toBe("job j completed without outputs (a result over RunPod's size limit is dropped this way: have the worker upload to S3)");
     });
   }
+
+  test("success_no_images with the worker's warnings → exit 1, no_outputs, and what the worker said instead of the hint", () => {
+    const error = thrown(() => outputItems({ status: "success_no_images", images: [], errors: ["Skipping temp image ComfyUI_temp_1.png", "Node 12: no images"] }, "j"));
+    expect([error.exitCode, error.code]).toEqual([ExitCode.jobFailed, "no_outputs"]);
+    expect(error.message).toBe("job j completed without outputs; the worker said: Skipping temp image ComfyUI_temp_1.png; Node 12: no images");
+  });
 
   for (const name of ["completed-without-output.json", "worker-comfyui-5-no-images.json"]) {
     test(`the fixture ${name} → exit 1, no_outputs, naming the job`, async () => {
@@ -261,8 +343,7 @@ describe("saveOutputs", () => {
 
   test("writes each output with its exact bytes, named in order, creating the folder; path, bytes, type and sha256 of each", async () => {
     const dir = join(tmp, "out", "nested");
-    const unknown = bytes("just some bytes");
-    const all = [PNG, JPG, WEBP, GIF, MP4, WEBM, unknown];
+    const all = [PNG, JPG, WEBP, GIF, MP4, WEBM, WAV, MP3_ID3, FLAC, UNKNOWN];
     const { saved, problems } = await saveOutputs(all.map((data) => item(data)), dir, WHEN, MAX);
     expect(problems).toEqual([]);
     const types: [string, string][] = [
@@ -272,6 +353,9 @@ describe("saveOutputs", () => {
       ["gif", "image/gif"],
       ["mp4", "video/mp4"],
       ["webm", "video/webm"],
+      ["wav", "audio/wav"],
+      ["mp3", "audio/mpeg"],
+      ["flac", "audio/flac"],
       ["png", "image/png"], // unknown bytes: png, as the handler's images are
     ];
     expect(saved).toStrictEqual(
@@ -315,13 +399,67 @@ describe("saveOutputs", () => {
   test("the fixture seed-completed.json → two PNGs, byte for byte", async () => {
     const job = await fixtureJob("seed-completed.json");
     const strings = (job.output as { images: string[] }).images;
-    const { saved, problems } = await saveOutputs(outputItems(job.output, job.id), tmp, WHEN, MAX);
+    const { saved, problems } = await saveOutputs(outputItems(job.output, job.id).items, tmp, WHEN, MAX);
     expect(problems).toEqual([]);
     expect(saved.map((f) => [basename(f.path), f.type])).toEqual([
       [name(1, "png"), "image/png"],
       [name(2, "png"), "image/png"],
     ]);
     for (const [i, file] of saved.entries()) expect(new Uint8Array(await readFile(file.path))).toEqual(new Uint8Array(Buffer.from(strings[i]!, "base64")));
+  });
+
+  for (const fixture of ["worker-comfyui-legacy-completed.json", "worker-comfyui-legacy-datauri.json", "worker-comfyui-5-completed.json"]) {
+    test(`the fixture ${fixture} → PNGs on disk, byte for byte`, async () => {
+      const job = await fixtureJob(fixture);
+      const { items } = outputItems(job.output, job.id);
+      const { saved, problems } = await saveOutputs(items, tmp, WHEN, MAX);
+      expect(problems).toEqual([]);
+      expect(saved).toHaveLength(items.length);
+      for (const [i, file] of saved.entries()) {
+        const expected = Uint8Array.fromBase64(items[i]!.base64!.replace(/^data:image\/png;base64,/, ""));
+        expect([basename(file.path), file.type]).toEqual([name(i + 1, "png"), "image/png"]);
+        expect(new Uint8Array(await readFile(file.path))).toEqual(expected);
+        expect(file.sha256).toBe(independentSha256(expected));
+      }
+    });
+  }
+
+  test("downloaded items (bytes): written as they are; the bytes decide the extension, then the worker's name", async () => {
+    const items: OutputItem[] = [
+      { url: "https://b.example/1", bytes: PNG, filename: "ComfyUI_00001_.png" },
+      { url: "https://b.example/2", bytes: WAV, filename: "audio_00001_.flac" },
+      { url: "https://b.example/3", bytes: UNKNOWN, filename: "ComfyUI_00001_.opus" },
+      { bytes: UNKNOWN },
+    ];
+    const { saved, problems } = await saveOutputs(items, tmp, WHEN, MAX);
+    expect(problems).toEqual([]);
+    expect(saved.map((f) => [basename(f.path), f.type, f.bytes, f.filename])).toEqual([
+      [name(1, "png"), "image/png", PNG.length, "ComfyUI_00001_.png"],
+      [name(2, "wav"), "audio/wav", WAV.length, "audio_00001_.flac"],
+      [name(3, "opus"), "application/octet-stream", UNKNOWN.length, "ComfyUI_00001_.opus"],
+      [name(4, "png"), "image/png", UNKNOWN.length, undefined],
+    ]);
+    for (const [i, file] of saved.entries()) {
+      expect(new Uint8Array(await readFile(file.path))).toEqual(new Uint8Array(items[i]!.bytes!));
+      expect(file.sha256).toBe(independentSha256(items[i]!.bytes!));
+    }
+  });
+
+  test("a base64 item named by the worker: unknown bytes take the name's extension", async () => {
+    const { saved } = await saveOutputs([item(UNKNOWN, "clip_00001_.webm"), item(GIF, "wrong.png")], tmp, WHEN, MAX);
+    expect(saved.map((f) => basename(f.path))).toEqual([name(1, "webm"), name(2, "gif")]);
+  });
+
+  test("a URL that was not downloaded → a problem, nothing written", async () => {
+    const { saved, problems } = await saveOutputs([{ url: "https://b.example/x.png" }], tmp, WHEN, MAX);
+    expect([saved, problems]).toEqual([[], ["output 1 has no data"]]);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  // An empty download is an empty output, as empty base64 is.
+  test("a downloaded item of zero bytes is a problem, as empty base64 is", async () => {
+    const { saved, problems } = await saveOutputs([{ url: "https://b.example/x.png", bytes: new Uint8Array(0) }], tmp, WHEN, MAX);
+    expect([saved, problems]).toEqual([[], ["output 1 is empty"]]);
   });
 
   test("never overwrites: an existing _001.png keeps its bytes and the new file takes the next index", async () => {
@@ -352,14 +490,14 @@ describe("saveOutputs", () => {
   });
 
   test("an item that already has a problem keeps it; the others are saved", async () => {
-    const items = outputItems({ images: [{ data: "https://b.example/x.png", type: "s3_url" }, Buffer.from(PNG).toBase64()] }, "j");
+    const { items } = outputItems({ images: [{ data: "gs://b/x.png", type: "gcs_url" }, Buffer.from(PNG).toBase64()] }, "j");
     const { saved, problems } = await saveOutputs(items, tmp, WHEN, MAX);
     expect(problems).toEqual([expect.stringMatching(/^output 1 has a shape this client does not know/)]);
     expect(saved.map((f) => basename(f.path))).toEqual([name(1, "png")]);
   });
 
   test("an output without an images list: its one problem, nothing written", async () => {
-    const { saved, problems } = await saveOutputs(outputItems({ status: "success" }, "j"), tmp, WHEN, MAX);
+    const { saved, problems } = await saveOutputs(outputItems({ status: "success" }, "j").items, tmp, WHEN, MAX);
     expect([saved, problems]).toEqual([[], [expect.stringMatching(/^the output has no list of images/)]]);
     expect(await readdir(tmp)).toEqual([]);
   });
