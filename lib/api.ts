@@ -241,7 +241,8 @@ export function createClient(options: ClientOptions) {
       try {
         return await call("status", parseJob, `${jobPath("status-sync", jobId)}?wait=${waitMs}`, { jobId, timeoutExtraMs: waitMs });
       } catch (error) {
-        if (error instanceof CliError && (error.code === "job_not_found" || error.code === "method_not_allowed")) return undefined;
+        const missing = ["job_not_found", "method_not_allowed", ...(options.local ? ["endpoint_not_found"] : [])];
+        if (error instanceof CliError && missing.includes(error.code)) return undefined;
         throw error;
       }
     },

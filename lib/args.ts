@@ -47,6 +47,16 @@ export const waitArgs = {
   "max-output-bytes": { type: "string", valueHint: "BYTES", default: "2GB", description: "refuse any single output larger than this (e.g. 500MB)" },
 } as const satisfies ArgsDef;
 
+/** Many runs of one workflow (README "Batches"). */
+export const batchArgs = {
+  batch: { type: "string", valueHint: "FILE", description: "one run per line of a JSON Lines or CSV file of --set overrides (and images)" },
+  "each-image": { type: "string", valueHint: "[NODE.INPUT]", description: "one run per image of --images/--images-dir, pointed at by the workflow's image input (or NODE.INPUT)" },
+  repeat: { type: "string", valueHint: "N", description: "N runs of each (a new seed for each with --seed random)" },
+  concurrency: { type: "string", valueHint: "N", default: "4", description: "jobs in flight at once in a batch" },
+  flat: { type: "boolean", description: "a batch's files all in --output, prefixed with the run number, not in a folder per run" },
+  resume: { type: "string", valueHint: "MANIFEST", description: "skip the runs this batch manifest records as succeeded (it is appended to)" },
+} as const satisfies ArgsDef;
+
 /** Request-level settings of /run. */
 export const policyArgs = {
   "no-wait": { type: "boolean", description: "submit, print the job id and exit 0" },
@@ -81,6 +91,7 @@ export const runArgs = {
   "poll-interval": pollInterval,
   ...connectionArgs,
   ...preflightArgs,
+  ...batchArgs,
   ...policyArgs,
   ...laterWaitArgs,
   ...reportArgs,
@@ -88,8 +99,8 @@ export const runArgs = {
 
 /** Flags that take every following non-flag word (`--images a.png b.png`). All string flags may repeat. */
 const VARIADIC = new Set(["images"]);
-/** Flags whose value may be left out (`--local` alone means the default URL). */
-const OPTIONAL_VALUE = new Set(["local"]);
+/** Flags whose value may be left out (`--local` alone means the default URL), and what a value of theirs looks like. */
+const OPTIONAL_VALUE: Record<string, RegExp> = { local: /^https?:\/\//i, "each-image": /^[^=]+\.[^.=]+$/, "rate-limits": /^[a-z-]+\s*=/i };
 
 export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
 
@@ -139,12 +150,12 @@ export function parseArgv(argv: readonly string[], def: ArgsDef): ParsedValues {
       continue;
     }
     // An optional value is taken only when it looks like one (`status --local JOB_ID` keeps the id).
-    const takes = (next: string) => !isFlag(next) && (!OPTIONAL_VALUE.has(name) || /^https?:\/\//i.test(next));
+    const takes = (next: string) => !isFlag(next) && (OPTIONAL_VALUE[name]?.test(next) ?? true);
     const taken: string[] = [];
     while (i + 1 < argv.length && takes(argv[i + 1]!) && (taken.length === 0 || VARIADIC.has(name))) {
       taken.push(argv[++i]!);
     }
-    if (taken.length === 0 && OPTIONAL_VALUE.has(name)) taken.push("");
+    if (taken.length === 0 && Object.hasOwn(OPTIONAL_VALUE, name)) taken.push("");
     if (taken.length === 0) throw usageError(`--${name} needs a value${arg.valueHint ? ` (${arg.valueHint})` : ""}`);
     for (const value of taken) push(name, value);
   }
@@ -190,6 +201,16 @@ const seconds = (flag: string, min: number, max = Infinity) =>
     v.minValue(min, `--${flag} must be at least ${min} s`),
     v.maxValue(max, `--${flag} must be at most ${max} s`),
     v.transform((s) => Math.round(s * 1000)),
+  );
+
+const count = (flag: string, min: number, max: number) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.regex(/^\d+$/, `--${flag} must be a whole number`),
+    v.transform(Number),
+    v.minValue(min, `--${flag} must be at least ${min}`),
+    v.maxValue(max, `--${flag} must be at most ${max}`),
   );
 
 const UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
@@ -254,6 +275,13 @@ const OptionsSchema = v.object({
   dialect: v.picklist(DIALECTS, `the dialect must be one of ${DIALECTS.join(", ")} (--dialect or RUNPOD_DIALECT)`),
   /** RunPod's local test server: no endpoint id, no credentials, status by POST. */
   local: v.boolean(),
+  batchFile: v.optional(v.pipe(v.string(), v.minLength(1, "--batch needs a file"))),
+  /** Absent: no --each-image; "": the workflow's single image input. */
+  eachImage: v.optional(v.string()),
+  repeat: v.optional(count("repeat", 1, 100_000)),
+  concurrency: count("concurrency", 1, 256),
+  flat: v.boolean(),
+  resume: v.optional(v.pipe(v.string(), v.minLength(1, "--resume needs a manifest file"))),
   comfyOrgApiKey: v.optional(v.string()),
   apiKey: v.optional(v.string()),
   endpointId: v.optional(v.string()),
@@ -321,6 +349,12 @@ export function resolveOptions(values: ParsedValues, sources: Sources): Options 
     printPayload: flag("print-payload"),
     dialect: flag("dialect") ?? (sources.env.RUNPOD_DIALECT?.trim() || preflightArgs.dialect.default),
     local: flag("local") !== undefined,
+    batchFile: flag("batch"),
+    eachImage: flag("each-image"),
+    repeat: flag("repeat"),
+    concurrency: flag("concurrency") ?? batchArgs.concurrency.default,
+    flat: values.flat === true,
+    resume: flag("resume"),
     comfyOrgApiKey: sources.env.COMFY_ORG_API_KEY?.trim() || undefined,
     json: values.json === true,
     quiet: values.quiet === true,

@@ -6,7 +6,7 @@
 //
 // Pure: what a worker's ComfyUI keeps between jobs (uploaded inputs, saved outputs and SaveImage's
 // counters) goes in and comes out as a value; the only effect is the `s3` callback the caller gives.
-import { CORE_OUTPUT_NODES, byNodeId, isRecord, renderSaveImage, upstreamOf } from "./emulator-worker.ts";
+import { CORE_OUTPUT_NODES, byNodeId, bytesPerImage, isRecord, renderSaveImage, upstreamOf } from "./emulator-worker.ts";
 import type { WorkflowNode } from "./emulator-worker.ts";
 
 /** The checkpoints of the worker the fixtures were recorded on (its "Available checkpoint models"). */
@@ -40,6 +40,8 @@ export interface ComfyContext {
   checkpoints: readonly string[];
   /** With BUCKET_ENDPOINT_URL set, each image goes to S3: stores it and answers its presigned URL. */
   s3?: (file: { jobId: string; filename: string; bytes: Uint8Array }) => string;
+  /** When set, the job's images are random noise whose PNG bytes add up to about this much (for benchmarks). */
+  outputBytes?: number;
 }
 
 export interface ComfyImage {
@@ -523,6 +525,8 @@ function traceback(caughtIn: "validate_prompt" | "validate_inputs", raisedBy: st
  */
 function execute(prompt: { nodes: Map<string, WorkflowNode>; outputs: string[] }, comfy: MutableState, context: ComfyContext) {
   const { nodes } = prompt;
+  const saves = prompt.outputs.flatMap((id) => nodes.get(id) ?? []).filter((node) => node.classType === "SaveImage");
+  const imageBytes = bytesPerImage(context.outputBytes, saves, nodes);
   const images: ComfyImage[] = [];
   const errors: string[] = [];
   for (const id of prompt.outputs) {
@@ -539,7 +543,7 @@ function execute(prompt: { nodes: Map<string, WorkflowNode>; outputs: string[] }
       break;
     }
     if (output.classType !== "SaveImage") continue;
-    for (const file of saveImage(output, nodes, comfy)) {
+    for (const file of saveImage(output, nodes, comfy, imageBytes)) {
       const entry: ComfyImage = context.s3
         ? { filename: file.filename, type: "s3_url", data: context.s3({ jobId: context.jobId, filename: file.filename, bytes: Buffer.from(file.base64, "base64") }) }
         : { filename: file.filename, type: "base64", data: file.base64 };
@@ -550,13 +554,13 @@ function execute(prompt: { nodes: Map<string, WorkflowNode>; outputs: string[] }
 }
 
 /** SaveImage: one PNG per batch item, named `<prefix>_<counter:05>_.png` with the counter of its folder and prefix. */
-function saveImage(node: WorkflowNode, nodes: Map<string, WorkflowNode>, comfy: MutableState): { filename: string; base64: string }[] {
+function saveImage(node: WorkflowNode, nodes: Map<string, WorkflowNode>, comfy: MutableState, imageBytes: number | undefined): { filename: string; base64: string }[] {
   const prefix = normalizePath(`/${pyStr(node.inputs.filename_prefix ?? "ComfyUI")}`).slice(1);
   const slash = prefix.lastIndexOf("/");
   const [subfolder, base] = [prefix.slice(0, Math.max(0, slash)), prefix.slice(slash + 1)];
   const key = `${subfolder}/${base}`;
   let counter = comfy.counters.get(key) ?? 0;
-  return renderSaveImage(node, nodes).map((base64, batchNumber) => {
+  return renderSaveImage(node, nodes, imageBytes).map((base64, batchNumber) => {
     counter += 1;
     comfy.counters.set(key, counter);
     const filename = `${base.replaceAll("%batch_num%", String(batchNumber))}_${String(counter).padStart(5, "0")}_.png`;

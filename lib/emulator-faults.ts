@@ -4,7 +4,7 @@
 // seeded PRNG, no clock, no I/O). emulator.ts applies the decisions.
 import { usageError } from "./errors.ts";
 
-export const API_ROUTES = ["run", "runsync", "status", "stream", "cancel", "retry", "purge-queue", "health"] as const;
+export const API_ROUTES = ["run", "runsync", "status", "status-sync", "stream", "cancel", "retry", "purge-queue", "health"] as const;
 /** A route of RunPod's queue API. */
 export type ApiRoute = (typeof API_ROUTES)[number];
 /** The routes that create jobs. */
@@ -33,7 +33,7 @@ const ANSWER_FAULTS: ReadonlySet<FaultName> = new Set(["rate-limit", "flaky", "r
 const isFaultName = (name: string): name is FaultName => (FAULT_NAMES as readonly string[]).includes(name);
 const isJobFault = (name: FaultName): name is JobFaultName => JOB_FAULTS.has(name);
 const isAnswerFault = (name: FaultName): name is AnswerFaultName => ANSWER_FAULTS.has(name);
-const isApiRoute = (route: string): route is ApiRoute => (API_ROUTES as readonly string[]).includes(route);
+export const isApiRoute = (route: string): route is ApiRoute => (API_ROUTES as readonly string[]).includes(route);
 const isJobRoute = (route: string): route is JobRoute => route === "run" || route === "runsync";
 
 // ---- Parsing -----------------------------------------------------------------------------------
@@ -179,8 +179,7 @@ function mulberry32(seed: number): () => number {
 export function faultAnswer(answer: NonNullable<RequestFaults["answer"]>, retryAfterSeconds: number): Response | "reset" {
   switch (answer.name) {
     case "rate-limit":
-      // RunPod's 429 may come without a body (one once crashed its own Python SDK).
-      return new Response(null, { status: 429, headers: { "retry-after": String(retryAfterSeconds) } });
+      return tooManyRequests(retryAfterSeconds);
     case "flaky":
       return flakyAnswer(answer.nth);
     case "malformed":
@@ -188,6 +187,11 @@ export function faultAnswer(answer: NonNullable<RequestFaults["answer"]>, retryA
     case "reset":
       return "reset";
   }
+}
+
+/** RunPod's 429: without a body (one once crashed its own Python SDK), with `Retry-After` in seconds. */
+export function tooManyRequests(retryAfterSeconds: number): Response {
+  return new Response(null, { status: 429, headers: { "retry-after": String(retryAfterSeconds) } });
 }
 
 /** In turn, a 5xx as a proxy (plain text), an overloaded API (a JSON error) and a crashed worker (no body) give it. */

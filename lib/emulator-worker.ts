@@ -1,7 +1,9 @@
 // The emulator's fake worker: it speaks the original handler's contract (see
 // shared/reference/comfyui-workflows.md) and checks a workflow the way the handler and
 // ComfyUI would, but "renders" tiny deterministic PNGs instead of running a model.
-// Pure and synchronous: the same input always gives the same result.
+// Pure and synchronous: the same input always gives the same result (`outputBytes` asks for big
+// images of random noise instead, for benchmarks; they are made once and kept for later jobs).
+import { randomFillSync } from "node:crypto";
 import { deflateSync } from "node:zlib";
 
 /** What the handler returns. `steps` (the sampler steps it ran) only drives progress reports. */
@@ -32,7 +34,12 @@ export const isRecord = (value: unknown): value is Record<string, unknown> =>
 
 export const byNodeId = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
 
-export function runHandler(input: unknown): HandlerResult {
+export interface HandlerOptions {
+  /** When set, a job's images are random noise whose PNG bytes add up to about this much (for benchmarks). */
+  outputBytes?: number;
+}
+
+export function runHandler(input: unknown, { outputBytes }: HandlerOptions = {}): HandlerResult {
   if (!isRecord(input)) return { error: "Invalid input: expected a JSON object" };
   if (input.workflow === undefined) return { error: "Missing 'workflow' parameter" };
   if (!isRecord(input.workflow)) return { error: "'workflow' must be a JSON object (ComfyUI API format)" };
@@ -59,9 +66,9 @@ export function runHandler(input: unknown): HandlerResult {
   if (problems.length > 0) {
     return { error: ["Prompt outputs failed validation:", ...problems.map((p) => `• ${p}`)].join("\n") };
   }
-  const images = outputs
-    .filter((node) => node.classType === RETURNED_OUTPUT_TYPE)
-    .flatMap((node) => renderSaveImage(node, byId));
+  const saves = outputs.filter((node) => node.classType === RETURNED_OUTPUT_TYPE);
+  const imageBytes = bytesPerImage(outputBytes, saves, byId);
+  const images = saves.flatMap((node) => renderSaveImage(node, byId, imageBytes));
   const steps = executed.reduce((sum, node) => sum + positiveInteger(node.inputs.steps, 0), 0);
   return { output: { images }, steps: Math.max(1, steps) };
 }
@@ -168,14 +175,34 @@ function positiveInteger(value: unknown, fallback: number): number {
   return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : fallback;
 }
 
-/** One SaveImage node's files: `batch_size` images sized like the latent (or image) it was made from. */
-export function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNode>): string[] {
+/** The latent (or image) a SaveImage node's files are made from: its size and batch. */
+function sizedSource(save: WorkflowNode, byId: Map<string, WorkflowNode>) {
   const sized = nearestUpstream(save, byId, (n) => !!positiveNumber(n.inputs.width) && !!positiveNumber(n.inputs.height));
-  const [width, height] = thumbnailSize(
-    positiveNumber(sized?.inputs.width) ?? DEFAULT_SIDE,
-    positiveNumber(sized?.inputs.height) ?? DEFAULT_SIDE,
-  );
-  const batch = Math.min(MAX_BATCH, positiveInteger(sized?.inputs.batch_size, 1));
+  return {
+    width: positiveNumber(sized?.inputs.width) ?? DEFAULT_SIDE,
+    height: positiveNumber(sized?.inputs.height) ?? DEFAULT_SIDE,
+    batch: Math.min(MAX_BATCH, positiveInteger(sized?.inputs.batch_size, 1)),
+  };
+}
+
+/** With `outputBytes`, the share of it each file of these SaveImage nodes gets; undefined without. */
+export function bytesPerImage(outputBytes: number | undefined, saves: WorkflowNode[], byId: Map<string, WorkflowNode>): number | undefined {
+  if (outputBytes === undefined) return undefined;
+  return outputBytes / Math.max(1, saves.reduce((sum, node) => sum + sizedSource(node, byId).batch, 0));
+}
+
+/**
+ * One SaveImage node's files: `batch_size` images sized like the latent (or image) it was made from.
+ * With `imageBytes`, each is instead random noise of the workflow's aspect ratio whose PNG takes
+ * about that many bytes.
+ */
+export function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNode>, imageBytes?: number): string[] {
+  const source = sizedSource(save, byId);
+  const { batch } = source;
+  if (imageBytes !== undefined) {
+    return Array.from({ length: batch }, (_, index) => noiseImage(imageBytes, source.width / source.height, `${save.id}/${index}`));
+  }
+  const [width, height] = thumbnailSize(source.width, source.height);
   const sampler = nearestUpstream(save, byId, (n) => typeof (n.inputs.seed ?? n.inputs.noise_seed) === "number");
   const seed = String(sampler?.inputs.seed ?? sampler?.inputs.noise_seed ?? 0);
   const prompts = upstreamOf([save], byId)
@@ -183,9 +210,31 @@ export function renderSaveImage(save: WorkflowNode, byId: Map<string, WorkflowNo
     .flatMap((node) => Object.values(node.inputs).filter((value) => typeof value === "string"));
   return Array.from({ length: batch }, (_, index) => {
     const rgb = renderPixels(width, height, [seed, ...prompts, String(index)].join("\u0000"));
-    return Buffer.from(encodePng(width, height, rgb)).toString("base64");
+    return toBase64(encodePng(width, height, rgb));
   });
 }
+
+/**
+ * Noise images already made, as base64, by size, aspect and place in the job (SaveImage node and
+ * batch index): making 20 MB of noise takes tens of milliseconds, which would otherwise delay every
+ * job as it starts. A job's images differ from one another; later jobs asking for the same get the same.
+ */
+const noiseImages = new Map<string, string>();
+const NOISE_IMAGES_KEPT = 8;
+
+function noiseImage(bytes: number, aspect: number, place: string): string {
+  const key = `${Math.round(bytes)} ${aspect} ${place}`;
+  let base64 = noiseImages.get(key);
+  if (base64 === undefined) {
+    base64 = toBase64(noisePng(bytes, aspect));
+    const oldest = noiseImages.keys().next();
+    if (noiseImages.size >= NOISE_IMAGES_KEPT && !oldest.done) noiseImages.delete(oldest.value);
+    noiseImages.set(key, base64);
+  }
+  return base64;
+}
+
+const toBase64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 
 /** Shrinks to at most MAX_SIDE on the longest side, keeping the aspect ratio. */
 function thumbnailSize(width: number, height: number): [number, number] {
@@ -239,9 +288,7 @@ const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x
 
 /** An 8-bit RGB, non-interlaced PNG; `rgb` holds width*height*3 bytes, row by row. */
 export function encodePng(width: number, height: number, rgb: Uint8Array): Uint8Array {
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-    throw new RangeError(`PNG size must be positive integers, got ${width}x${height}`);
-  }
+  checkPngSize(width, height);
   const stride = width * 3;
   if (rgb.length !== stride * height) {
     throw new RangeError(`expected ${stride * height} bytes of RGB for ${width}x${height}, got ${rgb.length}`);
@@ -249,35 +296,62 @@ export function encodePng(width: number, height: number, rgb: Uint8Array): Uint8
   // Each scanline starts with its filter type; 0 (None) keeps the encoder trivial.
   const scanlines = new Uint8Array(height * (stride + 1));
   for (let y = 0; y < height; y++) scanlines.set(rgb.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
-  const header = new Uint8Array(13);
-  const view = new DataView(header.buffer);
-  view.setUint32(0, width);
-  view.setUint32(4, height);
-  header.set([8, 2, 0, 0, 0], 8); // bit depth 8, colour type RGB, deflate, filter set 0, no interlace
-  return concatBytes([
-    PNG_SIGNATURE,
-    pngChunk("IHDR", header),
-    pngChunk("IDAT", deflateSync(scanlines)),
-    pngChunk("IEND", new Uint8Array(0)),
-  ]);
+  return pngOf(width, height, deflateSync(scanlines));
 }
 
-function pngChunk(type: string, data: Uint8Array): Uint8Array {
-  const chunk = new Uint8Array(12 + data.length);
-  const view = new DataView(chunk.buffer);
-  view.setUint32(0, data.length);
-  chunk.set(new TextEncoder().encode(type), 4);
-  chunk.set(data, 8);
-  view.setUint32(8 + data.length, Bun.hash.crc32(chunk.subarray(4, 8 + data.length)));
-  return chunk;
+/** Bytes of a PNG besides its stored pixels: signature, IHDR, IDAT's frame, IEND, zlib's header and checksum. */
+const PNG_OVERHEAD = 8 + 25 + 12 + 12 + 2 + 4;
+/** zlib's stored blocks: at most 65535 bytes each, behind a 5-byte header. */
+const STORED_BLOCK = 65535;
+const STORED_BLOCK_HEADER = 5;
+
+/**
+ * An RGB PNG of random pixels that takes about `bytes` bytes (at least a 1×1 image's), `aspect`
+ * (width ÷ height, kept within 1:16 and 16:1) wide. Noise does not compress, so its pixels are stored
+ * as they are (deflate level 0): a decoder reads the image, and no transport can shrink it.
+ */
+export function noisePng(bytes: number, aspect: number): Uint8Array {
+  const ratio = Math.min(16, Math.max(1 / 16, Number.isFinite(aspect) && aspect > 0 ? aspect : 1));
+  // What the scanlines may take once the overhead and the stored blocks' headers are paid.
+  const room = Math.max(4, ((bytes - PNG_OVERHEAD) * STORED_BLOCK) / (STORED_BLOCK + STORED_BLOCK_HEADER));
+  const width = Math.max(1, Math.round(Math.sqrt((room * ratio) / 3)));
+  const height = Math.max(1, Math.round(room / (3 * width + 1)));
+  checkPngSize(width, height);
+  const stride = 3 * width + 1;
+  const scanlines = randomFillSync(new Uint8Array(height * stride));
+  for (let y = 0; y < height; y++) scanlines[y * stride] = 0; // filter type None
+  return pngOf(width, height, deflateSync(scanlines, { level: 0 }));
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
+function checkPngSize(width: number, height: number): void {
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+    throw new RangeError(`PNG size must be positive integers, got ${width}x${height}`);
   }
-  return out;
+}
+
+/** The PNG of an 8-bit RGB, non-interlaced image whose scanlines `idat` holds, compressed; written in one buffer (it may be 20 MB). */
+function pngOf(width: number, height: number, idat: Uint8Array): Uint8Array {
+  const header = new Uint8Array(13);
+  const headerView = new DataView(header.buffer);
+  headerView.setUint32(0, width);
+  headerView.setUint32(4, height);
+  header.set([8, 2, 0, 0, 0], 8); // bit depth 8, colour type RGB, deflate, filter set 0, no interlace
+  const chunks: [string, Uint8Array][] = [
+    ["IHDR", header],
+    ["IDAT", idat],
+    ["IEND", new Uint8Array(0)],
+  ];
+  const png = new Uint8Array(PNG_SIGNATURE.length + chunks.reduce((sum, [, data]) => sum + 12 + data.length, 0));
+  const view = new DataView(png.buffer);
+  png.set(PNG_SIGNATURE);
+  let offset = PNG_SIGNATURE.length;
+  for (const [type, data] of chunks) {
+    // Length, type, data, then the CRC of type and data.
+    view.setUint32(offset, data.length);
+    png.set(new TextEncoder().encode(type), offset + 4);
+    png.set(data, offset + 8);
+    view.setUint32(offset + 8 + data.length, Bun.hash.crc32(png.subarray(offset + 4, offset + 8 + data.length)));
+    offset += 12 + data.length;
+  }
+  return png;
 }

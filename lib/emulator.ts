@@ -5,12 +5,16 @@
 //
 // Layout: pure job transitions (decide) → `Endpoint`, the queue and workers as a discrete-event
 // simulation driven by an explicit clock (no timers, no I/O) → `startEmulator`, the HTTP glue with
-// one timer → `emulateCommand`, the CLI command. Injected faults are decided in emulator-faults.ts.
+// one timer → `emulateCommand`, the CLI command. Injected faults are decided in emulator-faults.ts,
+// RunPod's rate limits in emulator-rate-limits.ts.
+import { closeSync, openSync, writeSync } from "node:fs";
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { FRESH_COMFY, RECORDED_CHECKPOINTS, runComfyHandler } from "./emulator-comfyui.ts";
-import { API_ROUTES, FaultPlan, cutConnection, faultAnswer, parseFaults } from "./emulator-faults.ts";
+import { API_ROUTES, FaultPlan, cutConnection, faultAnswer, parseFaults, tooManyRequests } from "./emulator-faults.ts";
 import type { ApiRoute, FaultName, FaultSpec, JobFaults, JobRoute } from "./emulator-faults.ts";
+import { RATE_LIMIT_WINDOW_MS, RateLimiter, describeRateLimits, parseRateLimits } from "./emulator-rate-limits.ts";
+import type { RateLimits } from "./emulator-rate-limits.ts";
 import { isRecord, runHandler } from "./emulator-worker.ts";
 import { CliError, ExitCode, usageError } from "./errors.ts";
 
@@ -51,6 +55,23 @@ export interface EmulatorOptions {
   checkpoints: readonly string[];
   /** Be RunPod's local test server (`handler.py --rp_serve_api`) rather than an endpoint. */
   localMode: boolean;
+  /** Serve RunPod's long poll `/status-sync/{job}?wait=`; off, the route does not exist (404), as on endpoints without it. */
+  statusSync: boolean;
+  /**
+   * RunPod's rate limits (emulator-rate-limits.ts): requests allowed per route in any window of
+   * `rateLimitWindowMs` (a sliding window); more get a 429. None by default; not in local mode.
+   */
+  rateLimits?: RateLimits;
+  /** The rate limits' window: RunPod's 10 s (shorter in tests). */
+  rateLimitWindowMs: number;
+  /** When set, each job's images are random noise whose PNG bytes add up to about this much (for benchmarks). */
+  outputBytes?: number;
+  /**
+   * A file to append one JSON line to per job transition (`{"t", "event", "id"}`) and per request the
+   * rate limits turn away (`{"t", "event": "rate-limited", "route"}`); `t` is the wall time in ms
+   * (performance.timeOrigin + performance.now()) at which the change became visible. Not in local mode.
+   */
+  eventsFile?: string;
 }
 
 export interface RecordedRequest {
@@ -64,6 +85,8 @@ export interface RecordedRequest {
   body?: unknown;
   /** The injected faults that hit this request, when any did. */
   faults?: FaultName[];
+  /** Set when the rate limits turned the request away (429). */
+  rateLimited?: true;
 }
 
 export interface Emulator {
@@ -75,6 +98,8 @@ export interface Emulator {
   requests: RecordedRequest[];
   /** How many times each injected fault hit (requests, or jobs for drop-output and expire); 0 for each one given. */
   faultsInjected: Partial<Record<FaultName, number>>;
+  /** How many requests the rate limits turned away (not counting the rate-limit fault's). */
+  readonly rateLimited: number;
   /** Closes every connection at once (a waiting /runsync or /stream is cut) and clears every timer. */
   stop(): Promise<void>;
 }
@@ -114,11 +139,17 @@ const DEFAULT_OPTIONS: EmulatorOptions = {
   s3: false,
   checkpoints: RECORDED_CHECKPOINTS,
   localMode: false,
+  statusSync: true,
+  rateLimits: undefined,
+  rateLimitWindowMs: RATE_LIMIT_WINDOW_MS,
+  outputBytes: undefined,
+  eventsFile: undefined,
 };
 
 const MB = 1024 * 1024;
 const BODY_LIMITS = { run: 10 * MB, runsync: 20 * MB } as const;
 const RUNSYNC_DEFAULT_WAIT_MS = 90_000;
+const STATUS_SYNC_DEFAULT_WAIT_MS = 90_000;
 const WAIT_RANGE_MS = [1000, 300_000] as const;
 const STREAM_HOLD_MS = 10_000;
 const DEFAULT_EXECUTION_TIMEOUT_MS = 600_000;
@@ -153,6 +184,10 @@ interface Run {
   readonly endsAt: number;
   readonly timesOut: boolean;
   readonly result: WorkerResult;
+  /** The result's output as JSON, serialized once: answers splice it in. */
+  readonly outputJson: string | undefined;
+  /** Its size in bytes, held against the result limit (measured here, so that ending the run costs nothing). */
+  readonly outputSize: number;
   readonly progress: readonly { readonly at: number; readonly output: unknown }[];
 }
 
@@ -179,6 +214,11 @@ interface Job {
   /** Told the job as it ends on its worker: /runsync's waiting request, which must answer it even when the expire fault deletes it at once. */
   readonly onEnd?: (ended: Job) => void;
 }
+
+/** A job's transitions, as the events file names them. */
+export type JobEvent = "submitted" | "started" | "completed" | "failed" | "timed-out" | "cancelled" | "retried";
+/** The transitions of a job ending on its worker (a webhook is sent for these). */
+const ENDINGS: ReadonlySet<JobEvent> = new Set(["completed", "failed", "timed-out"]);
 
 interface Timing {
   queueDelayMs: number;
@@ -209,6 +249,7 @@ function newJob(id: string, route: JobRoute, request: JobRequest, now: number, e
 
 function planRun(job: Job, worker: WorkerSlot, startedAt: number, timing: Timing): Run {
   const result = worker.handle(job.id, job.input);
+  const outputJson = result.output === undefined ? undefined : JSON.stringify(result.output);
   // A workflow that fails validation fails at once; a valid one "renders" for executionMs.
   const handlerMs = "error" in result ? 0 : timing.executionMs;
   const endsAt = startedAt + Math.min(handlerMs, job.executionTimeout);
@@ -220,6 +261,8 @@ function planRun(job: Job, worker: WorkerSlot, startedAt: number, timing: Timing
     endsAt,
     timesOut: handlerMs > job.executionTimeout,
     result,
+    outputJson,
+    outputSize: Buffer.byteLength(outputJson ?? ""),
     progress: progress.filter((report) => report.at < endsAt),
   };
 }
@@ -247,7 +290,7 @@ function endRun(job: Job, run: Run, resultLimitBytes: number): Job {
   }
   const output = run.result.output;
   // RunPod drops a result over its size limit and still reports COMPLETED.
-  if (job.faults.dropOutput || Buffer.byteLength(JSON.stringify(output)) > resultLimitBytes) return { ...ended, status: "COMPLETED" };
+  if (job.faults.dropOutput || run.outputSize > resultLimitBytes) return { ...ended, status: "COMPLETED" };
   return { ...ended, status: "COMPLETED", output, stream: [...job.stream, { output }] };
 }
 
@@ -288,6 +331,18 @@ function jobObject(job: Job, now: number): JobObject {
   return view;
 }
 
+/**
+ * jobObject as JSON text. A final output is spliced in as its run serialized it, so that answering a
+ * job with 20 MB of images does not encode them again each time (`output` is followed only by `retries`).
+ */
+function jobText(job: Job, now: number): string {
+  const view = jobObject(job, now);
+  const outputJson = job.status === "IN_PROGRESS" ? undefined : job.run?.outputJson;
+  if (view.output === undefined || outputJson === undefined) return JSON.stringify(view);
+  const { output: _output, retries, ...head } = view;
+  return `${JSON.stringify(head).slice(0, -1)},"output":${outputJson}${retries === undefined ? "" : `,"retries":${retries}`}}`;
+}
+
 // ---- The endpoint: queue and workers, simulated on an explicit clock ------------------------
 
 interface WorkerSlot {
@@ -298,8 +353,8 @@ interface WorkerSlot {
 }
 
 interface EndpointEvents {
-  /** A job reached COMPLETED, FAILED or TIMED_OUT. */
-  finished(job: Job): void;
+  /** A job changed, told the moment the change is made: nothing can see it before. */
+  changed(job: Job, event: JobEvent): void;
   /** A job was deleted (ttl, retention, purge-queue). */
   deleted(jobId: string): void;
 }
@@ -333,6 +388,7 @@ class Endpoint {
     const prefix = route === "runsync" ? "sync-" : "";
     const job = newJob(`${prefix}${crypto.randomUUID()}-u1`, route, request, now, extras);
     this.jobs.set(job.id, job);
+    this.events.changed(job, "submitted");
     this.advance(now);
     return this.jobs.get(job.id) ?? job;
   }
@@ -348,6 +404,7 @@ class Endpoint {
     this.freeWorkerOf(job, now);
     const cancelled = cancelJob(job, now);
     this.jobs.set(id, cancelled);
+    this.events.changed(cancelled, "cancelled");
     this.advance(now);
     return cancelled;
   }
@@ -359,6 +416,7 @@ class Endpoint {
     const retried = retryJob(job, now);
     this.jobs.set(id, retried);
     this.totals.retried++;
+    this.events.changed(retried, "retried");
     this.advance(now);
     return { retried };
   }
@@ -436,7 +494,9 @@ class Endpoint {
 
   private start(job: Job, worker: WorkerSlot, at: number): void {
     worker.jobId = job.id;
-    this.jobs.set(job.id, startJob(job, planRun(job, worker, at, this.timing)));
+    const started = startJob(job, planRun(job, worker, at, this.timing));
+    this.jobs.set(job.id, started);
+    this.events.changed(started, "started");
   }
 
   private end(job: Job, run: Run): void {
@@ -445,8 +505,8 @@ class Endpoint {
     this.jobs.set(job.id, ended);
     if (ended.status === "COMPLETED") this.totals.completed++;
     else this.totals.failed++;
+    this.events.changed(ended, ended.status === "COMPLETED" ? "completed" : ended.status === "TIMED_OUT" ? "timed-out" : "failed");
     job.onEnd?.(ended);
-    this.events.finished(ended);
   }
 
   private expire(job: Job, at: number): void {
@@ -475,6 +535,12 @@ function workerId(): string {
 }
 
 // ---- HTTP ------------------------------------------------------------------------------------
+
+/**
+ * The clock the endpoint is simulated on, and the events file's: wall time in ms since the epoch,
+ * with sub-ms precision, so that a transition's `t` is the moment it became visible.
+ */
+const wallClock = () => performance.timeOrigin + performance.now();
 
 const policyMs = (name: string) =>
   v.optional(
@@ -505,6 +571,7 @@ const JobRequestSchema = v.object(
 );
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
+const jsonText = (text: string) => new Response(text, { headers: { "content-type": "application/json;charset=utf-8" } });
 const plainText = (text: string, status: number, headers: Record<string, string> = {}) =>
   new Response(text, { status, headers: { "content-type": "text/plain; charset=utf-8", ...headers } });
 // RunPod's router answers unknown paths like Go's default mux.
@@ -644,16 +711,45 @@ class Bucket {
 
 /** The workers' handler: a stateless call of the original one, or worker-comfyui with its ComfyUI's files kept per worker. */
 function workerFactory(config: EmulatorOptions, bucket: Bucket | undefined): WorkerFactory {
-  if (config.dialect === "seed") return () => (_jobId, input) => runHandler(input);
-  const s3 = bucket && ((file: { jobId: string; filename: string; bytes: Uint8Array }) => bucket.put(file.jobId, file.filename, file.bytes, Date.now()));
+  const { outputBytes } = config;
+  if (config.dialect === "seed") return () => (_jobId, input) => runHandler(input, { outputBytes });
+  const s3 = bucket && ((file: { jobId: string; filename: string; bytes: Uint8Array }) => bucket.put(file.jobId, file.filename, file.bytes, wallClock()));
   return (workerId) => {
     let state = FRESH_COMFY;
     return (jobId, input) => {
-      const run = runComfyHandler(input, state, { jobId, workerId, checkpoints: config.checkpoints, s3 });
+      const run = runComfyHandler(input, state, { jobId, workerId, checkpoints: config.checkpoints, s3, outputBytes });
       state = run.state;
       return run.result;
     };
   };
+}
+
+/** The events file could not be opened. */
+export class EventsFileError extends Error {}
+
+/** `eventsFile`: JSON lines written synchronously, in order, each stamped with the wall time of its writing. */
+class EventLog {
+  private fd: number | undefined;
+
+  constructor(path: string) {
+    try {
+      this.fd = openSync(path, "a");
+    } catch (error) {
+      throw new EventsFileError(`cannot write the events file ${path}: ${(error as Error).message}`);
+    }
+  }
+
+  write(entry: { event: JobEvent; id: string } | { event: "rate-limited"; route: ApiRoute }): void {
+    if (this.fd === undefined) return;
+    // The moment of the change, read as it is written.
+    const t = wallClock();
+    writeSync(this.fd, `${JSON.stringify({ t, ...entry })}\n`);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
 }
 
 interface Waiter {
@@ -674,6 +770,12 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
   const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
   const config: EmulatorOptions = { ...DEFAULT_OPTIONS, ...given };
   if (config.s3 && config.dialect !== "worker-comfyui") throw new TypeError("the s3 option needs the worker-comfyui dialect");
+  if (config.localMode && (config.rateLimits || config.eventsFile !== undefined)) {
+    throw new TypeError("the rateLimits and eventsFile options are for an endpoint, not localMode");
+  }
+  if (config.outputBytes !== undefined && !(config.outputBytes > 0 && Number.isFinite(config.outputBytes))) {
+    throw new TypeError(`the outputBytes option must be a number of bytes above 0, got ${config.outputBytes}`);
+  }
   const timing: Timing = {
     queueDelayMs: config.queueDelayMs,
     executionMs: config.executionMs,
@@ -686,28 +788,33 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
   };
   const requests: RecordedRequest[] = [];
   const faults = new FaultPlan(config.faults, config.faultSeed);
+  const limiter = config.rateLimits && new RateLimiter(config.rateLimits, config.rateLimitWindowMs);
+  let rateLimited = 0;
   const waiters = new Set<Waiter>();
   const webhookCalls = new Set<AbortController>();
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopping: Promise<void> | undefined;
 
+  // Opened before anything else, so that a file that cannot be written leaves nothing running.
+  const events = config.eventsFile === undefined ? undefined : new EventLog(config.eventsFile);
   const bucket = config.s3 ? new Bucket(config.localMode ? config.retentionMs : undefined) : undefined;
   const newWorker = workerFactory(config, bucket);
-  const endpoint = new Endpoint(timing, config.workers, Date.now(), newWorker, {
-    finished(job) {
-      if (job.webhook) deliverWebhook(job.webhook, jobObject(job, Date.now()));
+  const endpoint = new Endpoint(timing, config.workers, wallClock(), newWorker, {
+    changed(job, event) {
+      events?.write({ event, id: job.id });
+      if (job.webhook && ENDINGS.has(event)) deliverWebhook(job.webhook, jobText(job, wallClock()));
     },
     deleted: (id) => bucket?.deleteJob(id),
   });
 
   /** Best effort, one attempt (RunPod retries twice, 10 s apart; not emulated; the local server sends `{"output"}` once). */
-  function deliverWebhook(url: string, body: unknown): void {
+  function deliverWebhook(url: string, body: string): void {
     const call = new AbortController();
     webhookCalls.add(call);
     fetch(url, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
+      body,
       signal: call.signal,
     })
       .then((response) => response.body?.cancel())
@@ -728,25 +835,50 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     timer = undefined;
     if (stopping) return;
     const next = Math.min(endpoint.nextEventAt() ?? Infinity, ...[...waiters].map((waiter) => waiter.deadline));
-    if (next !== Infinity) timer = setTimeout(() => sync(Date.now()), Math.min(MAX_TIMER_MS, Math.max(0, next - now)));
+    // Rounded up: a timer that fired a fraction of a millisecond early would only have to be armed again.
+    if (next !== Infinity) timer = setTimeout(() => sync(wallClock()), Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(next - now))));
   }
 
   function waitUntil(ready: (now: number) => boolean, deadline: number): Promise<void> {
     const { promise, resolve } = Promise.withResolvers<void>();
     waiters.add({ ready, deadline, resolve });
-    sync(Date.now());
+    sync(wallClock());
     return promise;
   }
 
   /** Holds an answer back (the slow fault); stop() releases it at once. */
   const hold = async (ms: number) => {
-    if (ms > 0) await waitUntil(() => false, Date.now() + ms);
+    if (ms > 0) await waitUntil(() => false, wallClock() + ms);
   };
 
   const isSettled = (id: string) => (now: number) => {
     const job = endpoint.find(id, now);
     return !job || TERMINAL.has(job.status);
   };
+
+  /**
+   * A long poll on the request's job (`?wait=`, `defaultWaitMs` when absent, held at most `maxHoldMs`):
+   * 400 for a bad wait, 404 for an unknown job; otherwise `answer` once `ready` holds or the wait runs out.
+   */
+  async function holdOnJob(
+    { url, jobId, now }: RouteContext,
+    defaultWaitMs: number,
+    maxHoldMs: number,
+    ready: (now: number) => boolean,
+    answer: (now: number) => Response,
+  ): Promise<Response> {
+    const wait = readWait(url, defaultWaitMs);
+    if (wait === undefined) return badWait();
+    if (!endpoint.find(jobId, now)) return jobNotFound();
+    await waitUntil(ready, now + Math.min(wait, maxHoldMs));
+    return answer(wallClock());
+  }
+
+  /** What status answers: the job object, or 404 for a job that does not exist (or no longer does). */
+  function jobAnswer(id: string, now: number): Response {
+    const job = endpoint.find(id, now);
+    return job ? jsonText(jobText(job, now)) : jobNotFound();
+  }
 
   async function readJobRequest(ctx: RouteContext, route: JobRoute): Promise<JobRequest | Response> {
     const limit = BODY_LIMITS[route];
@@ -774,7 +906,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
       async handle(ctx) {
         const request = await readJobRequest(ctx, "run");
         if (request instanceof Response) return request;
-        const job = endpoint.submit("run", request, Date.now(), { faults: faults.forJob("run") });
+        const job = endpoint.submit("run", request, wallClock(), { faults: faults.forJob("run") });
         return json({ id: job.id, status: "IN_QUEUE" });
       },
     },
@@ -786,43 +918,44 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
         if (wait === undefined) return badWait();
         const request = await readJobRequest(ctx, "runsync");
         if (request instanceof Response) return request;
-        const submittedAt = Date.now();
+        const submittedAt = wallClock();
         let ended: Job | undefined;
         const { id } = endpoint.submit("runsync", request, submittedAt, {
           faults: faults.forJob("runsync"),
           onEnd: (job) => (ended = job),
         });
         await waitUntil(isSettled(id), submittedAt + wait);
-        const now = Date.now();
+        const now = wallClock();
         // A job the expire fault deleted as it ended is still this request's answer: RunPod hands the result over first.
         const job = endpoint.find(id, now) ?? ended;
-        return job ? json(jobObject(job, now)) : jobNotFound();
+        return job ? jsonText(jobText(job, now)) : jobNotFound();
       },
     },
     status: {
       methods: ["GET", "POST"],
       takesJobId: true,
-      handle({ jobId, now }) {
-        const job = endpoint.find(jobId, now);
-        return job ? json(jobObject(job, now)) : jobNotFound();
-      },
+      handle: ({ jobId, now }) => jobAnswer(jobId, now),
+    },
+    "status-sync": {
+      methods: ["GET", "POST"],
+      takesJobId: true,
+      // The long poll: the job object once it is terminal, or as it is when `wait` runs out.
+      handle: (ctx) => holdOnJob(ctx, STATUS_SYNC_DEFAULT_WAIT_MS, Infinity, isSettled(ctx.jobId), (now) => jobAnswer(ctx.jobId, now)),
     },
     stream: {
       methods: ["GET", "POST"],
       takesJobId: true,
-      async handle({ url, jobId, now }) {
-        const wait = readWait(url, STREAM_HOLD_MS);
-        if (wait === undefined) return badWait();
-        if (!endpoint.find(jobId, now)) return jobNotFound();
+      handle({ jobId, ...ctx }) {
         const hasNews = (at: number) => {
           const job = endpoint.find(jobId, at);
           return !job || job.stream.length > 0 || TERMINAL.has(job.status);
         };
-        await waitUntil(hasNews, now + Math.min(wait, STREAM_HOLD_MS));
-        const drained = endpoint.drainStream(jobId, Date.now());
-        if (!drained) return jobNotFound();
-        const { job, chunks } = drained;
-        return json({ status: job.status, stream: chunks, ...(job.error === undefined ? {} : { error: job.error }) });
+        return holdOnJob({ jobId, ...ctx }, STREAM_HOLD_MS, STREAM_HOLD_MS, hasNews, (now) => {
+          const drained = endpoint.drainStream(jobId, now);
+          if (!drained) return jobNotFound();
+          const { job, chunks } = drained;
+          return json({ status: job.status, stream: chunks, ...(job.error === undefined ? {} : { error: job.error }) });
+        });
       },
     },
     cancel: {
@@ -868,12 +1001,22 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     const match = /^\/v2\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
     const name = match?.[1] === config.endpointId ? API_ROUTES.find((known) => known === match[2]) : undefined;
     const jobId = match?.[3];
-    if (name === undefined || routes[name].takesJobId !== (jobId !== undefined)) return pageNotFound();
+    const exists = name !== undefined && (name !== "status-sync" || config.statusSync);
+    if (!exists || routes[name].takesJobId !== (jobId !== undefined)) return pageNotFound();
     const route = routes[name];
     if (!route.methods.includes(request.method)) {
       return plainText("405 method not allowed", 405, { allow: route.methods.join(", ") });
     }
-    const ctx: RouteContext = { request, url, jobId: jobId ?? "", record, now: Date.now() };
+    const now = wallClock();
+    // RunPod's limiter turns a request away before the route (or anything behind the limiter) sees it.
+    const retryAfter = limiter?.admit(name, now);
+    if (retryAfter !== undefined) {
+      record.rateLimited = true;
+      rateLimited++;
+      events?.write({ event: "rate-limited", route: name });
+      return tooManyRequests(retryAfter);
+    }
+    const ctx: RouteContext = { request, url, jobId: jobId ?? "", record, now };
     return withFaults(name, record, () => route.handle(ctx));
   }
 
@@ -914,7 +1057,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     // run_job keeps only `error` of a failure: what the handler returned beside it is dropped.
     if ("error" in result) return json({ id, status: "FAILED", error: result.error });
     await hold(config.executionMs);
-    if (webhook) deliverWebhook(webhook, { output: result.output });
+    if (webhook) deliverWebhook(webhook, JSON.stringify({ output: result.output }));
     return json({ id, status: "COMPLETED", output: result.output });
   }
 
@@ -964,7 +1107,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
       return json({ detail: "Not Found" }, 404);
     }
     if (request.method !== "POST") return Response.json({ detail: "Method Not Allowed" }, { status: 405, headers: { allow: "POST" } });
-    const ctx: RouteContext = { request, url, jobId: route.jobId, record, now: Date.now() };
+    const ctx: RouteContext = { request, url, jobId: route.jobId, record, now: wallClock() };
     return withFaults(route.name, record, () => inTurn(() => localRoutes[route.name](ctx)));
   }
 
@@ -986,11 +1129,11 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
       requests.push(record);
       const response =
         bucket && url.pathname.startsWith("/s3/")
-          ? bucket.answer(request.method, url, Date.now())
+          ? bucket.answer(request.method, url, wallClock())
           : await (config.localMode ? localAnswer : answer)(request, url, record);
       // A connection cut without an answer keeps the status 0 of a request never answered.
       if (response !== "reset") record.status = response.status;
-      sync(Date.now());
+      sync(wallClock());
       return response === "reset" ? cutConnection() : response;
     },
   });
@@ -1003,6 +1146,9 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
     apiKey: config.apiKey,
     requests,
     faultsInjected: faults.injected,
+    get rateLimited() {
+      return rateLimited;
+    },
     stop() {
       stopping ??= (async () => {
         clearTimeout(timer);
@@ -1010,6 +1156,7 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
         waiters.clear();
         for (const call of webhookCalls) call.abort();
         await server.stop(true);
+        events?.close();
       })();
       return stopping;
     },
@@ -1017,6 +1164,25 @@ export function startEmulator(options: Partial<EmulatorOptions> = {}): Emulator 
 }
 
 // ---- The `emulate` command ---------------------------------------------------------------------
+
+/** What the benchmark settings change, said once at start-up (nothing when none is given). */
+function settingLines(options: Partial<EmulatorOptions>): string[] {
+  const lines: string[] = [];
+  if (options.statusSync === false) lines.push("No status-sync route (404): clients must poll /status");
+  if (options.rateLimits) lines.push(`Rate limits per 10 s: ${describeRateLimits(options.rateLimits)}`);
+  const { outputBytes, resultLimitBytes } = options;
+  if (outputBytes !== undefined) {
+    lines.push(`Each job's images take about ${outputBytes} bytes (random noise)`);
+    // Base64 takes 4 bytes for 3: the result RunPod weighs is that much bigger than the images.
+    const limit = resultLimitBytes ?? BODY_LIMITS.run;
+    if ((outputBytes * 4) / 3 > limit) {
+      lines.push(`Note: as base64 that is over the result limit of ${limit} bytes, so /run jobs end COMPLETED without output; raise it with --result-limit`);
+    }
+  }
+  if (resultLimitBytes !== undefined) lines.push(`Results over ${resultLimitBytes} bytes are dropped (the job ends COMPLETED without output)`);
+  if (options.eventsFile !== undefined) lines.push(`Appending job events to ${options.eventsFile}`);
+  return lines;
+}
 
 const secondsArg = (flag: string) =>
   v.pipe(
@@ -1040,6 +1206,27 @@ const integerArg = (flag: string, min: number, max: number) =>
     v.maxValue(max, `--${flag} must be a whole number from ${min} to ${max}`),
   );
 
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9 };
+const MAX_SIZE = 1e9;
+
+/** A size in bytes with decimal units: `500000`, `1MB`, `1.5 mb`, `2GB` (1 MB = 1,000,000 bytes). */
+const sizeArg = (flag: string) => {
+  const message = `--${flag} must be a size from 1 byte to 1GB, such as 1MB, 20MB or 500000 (bytes; 1MB = 1000000)`;
+  return v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.regex(/^\d+(?:\.\d+)?\s*(?:b|kb|mb|gb)?$/i, message),
+      v.transform((text) => {
+        const [, amount = "", unit = ""] = /^([\d.]+)\s*(\w*)$/.exec(text) ?? [];
+        return Math.round(Number(amount) * (SIZE_UNITS[unit.toLowerCase()] ?? Number.NaN));
+      }),
+      v.minValue(1, message),
+      v.maxValue(MAX_SIZE, message),
+    ),
+  );
+};
+
 const EmulateArgsSchema = v.object({
   host: v.pipe(v.string(), v.trim(), v.nonEmpty("--host must not be empty")),
   port: integerArg("port", 0, 65535),
@@ -1055,6 +1242,10 @@ const EmulateArgsSchema = v.object({
   dialect: v.picklist(["seed", "worker-comfyui"], "--dialect must be seed or worker-comfyui"),
   s3: v.boolean(),
   localMode: v.boolean(),
+  statusSync: v.boolean(),
+  outputBytes: sizeArg("output-bytes"),
+  resultLimitBytes: sizeArg("result-limit"),
+  eventsFile: v.optional(v.pipe(v.string(), v.nonEmpty("--events needs a file name"))),
 });
 
 export const emulateCommand = defineCommand({
@@ -1114,6 +1305,30 @@ export const emulateCommand = defineCommand({
       type: "boolean",
       description: "Be RunPod's local test server (handler.py --rp_serve_api): routes at the root, POST only, no auth",
     },
+    "no-status-sync": {
+      type: "boolean",
+      description: "No long-poll route /status-sync (404), as on endpoints without it: clients must poll /status",
+    },
+    "rate-limits": {
+      type: "string",
+      valueHint: "route=n,...",
+      description: "RunPod's rate limits per route per 10 s, 429 beyond; the flag alone: RunPod's numbers; ROUTE=N items replace some",
+    },
+    "output-bytes": {
+      type: "string",
+      valueHint: "size",
+      description: "Each job's images are random noise taking about this many bytes in all (1MB, 20MB; 1MB = 1000000)",
+    },
+    "result-limit": {
+      type: "string",
+      valueHint: "size",
+      description: "Drop results larger than this as JSON, the job COMPLETED without output (default RunPod's 10 MiB, 20 MiB for /runsync)",
+    },
+    events: {
+      type: "string",
+      valueHint: "file",
+      description: "Append a JSON line per job transition and per rate-limited request: {t (ms since the epoch), event, id|route}",
+    },
   },
   async run({ args }) {
     const envKey = process.env.RUNPOD_API_KEY || undefined;
@@ -1130,17 +1345,32 @@ export const emulateCommand = defineCommand({
       dialect: args.dialect,
       s3: args.s3 === true,
       localMode: args["local-mode"] === true,
+      // citty reads --no-status-sync as status-sync=false; send-to-runpod's own parser as no-status-sync=true.
+      statusSync: args["no-status-sync"] !== true && (args as Record<string, unknown>)["status-sync"] !== false,
+      outputBytes: args["output-bytes"],
+      resultLimitBytes: args["result-limit"],
+      eventsFile: args.events,
     });
     if (!parsed.success) throw usageError(parsed.issues[0].message);
-    const options = { ...parsed.output, faults: parseFaults(args.faults ?? "") };
+    const rateLimitSpec = args["rate-limits"];
+    const options = {
+      ...parsed.output,
+      faults: parseFaults(args.faults ?? ""),
+      rateLimits: rateLimitSpec === undefined ? undefined : parseRateLimits(rateLimitSpec),
+    };
     if (options.s3 && options.dialect !== "worker-comfyui") {
       throw usageError("--s3 needs --dialect worker-comfyui (the original handler returns base64 only)");
+    }
+    if (options.localMode && (options.rateLimits || options.eventsFile !== undefined)) {
+      const flag = options.rateLimits ? "--rate-limits" : "--events";
+      throw usageError(`${flag} is for an emulated endpoint, not --local-mode (the local test server has no queue and no rate limits)`);
     }
 
     let emulator: Emulator;
     try {
       emulator = startEmulator(options);
     } catch (error) {
+      if (error instanceof EventsFileError) throw usageError(error.message);
       const inUse = (error as { code?: string }).code === "EADDRINUSE";
       const reason = inUse ? "the port is in use" : error instanceof Error ? error.message : String(error);
       throw new CliError(`cannot listen on ${options.host}:${options.port}: ${reason}`, ExitCode.usage);
@@ -1154,6 +1384,7 @@ export const emulateCommand = defineCommand({
         : `RunPod emulator on ${emulator.url} — endpoint ${emulator.endpointId}, ${options.workers} worker${plural}${handler}; Ctrl-C stops it\n`,
     );
     if (options.faults.length > 0) process.stderr.write(`Injecting faults: ${args.faults?.trim()} (seed ${options.faultSeed})\n`);
+    for (const line of settingLines(options)) process.stderr.write(`${line}\n`);
     if (options.localMode) {
       // No endpoint id, no key: the client is told where the server is instead.
       process.stdout.write(`Pass --local ${emulator.url}${comfyui ? " --dialect worker-comfyui" : ""} to send-to-runpod\n`);

@@ -25,6 +25,8 @@ export function nextDelay(previousMs: number | undefined, pollIntervalMs: number
   return Math.min(previousMs === undefined ? FIRST_DELAY_MS : previousMs * 1.5, pollIntervalMs);
 }
 const FIRST_DELAY_MS = 250;
+/** A long poll answered faster than this was not held. */
+const QUICK_ANSWER_MS = 100;
 
 /** How long one long poll may hold: about a poll interval, so progress still shows on time (RunPod allows 1–90 s). */
 export const longPollWaitMs = (pollIntervalMs: number) => Math.min(Math.max(pollIntervalMs, 1000), 90_000);
@@ -34,13 +36,18 @@ export async function waitForJob({ status, statusSync, pollIntervalMs, signal, o
   let longPoll = statusSync !== undefined;
   let delay: number | undefined;
   for (;;) {
+    if (signal?.aborted) throw signal.reason;
     let job: Job | undefined;
     if (longPoll) {
+      const asked = performance.now();
       job = await statusSync!(longPollWaitMs(pollIntervalMs));
       if (!job) {
         longPoll = false;
+        delay = undefined; // plain polling starts quick
         continue;
       }
+      // A server that does not hold the request (a proxy, one that ignores `wait`) must not be asked in a tight loop.
+      if (!isTerminal(job.status) && performance.now() - asked < QUICK_ANSWER_MS) await sleep((delay = nextDelay(delay, pollIntervalMs)), signal);
     } else {
       delay = nextDelay(delay, pollIntervalMs);
       await sleep(delay, signal);

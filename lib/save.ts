@@ -33,11 +33,11 @@ export function chooseExtension(bytes: Uint8Array, filename?: string): string {
 }
 
 /** output_YYYYMMDD_HHMMSS_NNN.EXT in local time. */
-export function outputName(date: Date, index: number, extension: string): string {
+export function outputName(date: Date, index: number, extension: string, prefix = ""): string {
   const pad = (n: number, width = 2) => String(n).padStart(width, "0");
   const day = `${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}`;
   const time = `${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`;
-  return `output_${day}_${time}_${pad(index, 3)}.${extension}`;
+  return `${prefix}output_${day}_${time}_${pad(index, 3)}.${extension}`;
 }
 
 
@@ -126,7 +126,7 @@ export interface SaveResult {
  * linked into place: link() fails rather than replace an existing file, so nothing is
  * overwritten and no reader ever sees a partial file.
  */
-export async function saveOutputs(items: readonly OutputItem[], dir: string, date: Date, maxBytes: number): Promise<SaveResult> {
+export async function saveOutputs(items: readonly OutputItem[], dir: string, date: Date, maxBytes: number, prefix = ""): Promise<SaveResult> {
   const result: SaveResult = { saved: [], problems: [] };
   try {
     await mkdir(dir, { recursive: true });
@@ -146,7 +146,7 @@ export async function saveOutputs(items: readonly OutputItem[], dir: string, dat
     try {
       await writeFile(temporary, bytes, { flag: "wx" });
       for (;; index++) {
-        const path = join(dir, outputName(date, index, extension));
+        const path = join(dir, outputName(date, index, extension, prefix));
         if (await placeWithoutOverwrite(temporary, path)) {
           result.saved.push({ path, bytes: bytes.length, type: MIME[extension] ?? "application/octet-stream", sha256: sha256Hex(bytes), ...(item.filename && { filename: item.filename }) });
           index++;

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, type Mock, spyOn, test } from "bun:test";
 import { join } from "node:path";
 import {
   createClient,
+  DEFAULT_RETRY,
   download,
   errorBodyMessage,
   type Failure,
@@ -968,6 +969,174 @@ describe("createClient", () => {
     expect(await client.run(body({})).catch((error: unknown) => error)).toBe(reason);
     expect(seen).toHaveLength(0);
   });
+});
+
+describe("createClient.statusSync (RunPod's long poll)", () => {
+  /** A loopback server that also records each request's query string. */
+  function serveSync(answer: (request: Request, n: number) => Response | Promise<Response>) {
+    const searches: string[] = [];
+    const server = serve((request, n) => {
+      searches.push(new URL(request.url).search);
+      return answer(request, n);
+    });
+    return { ...server, searches };
+  }
+  const client = (baseUrl: string, extra: Partial<Parameters<typeof createClient>[0]> = {}) =>
+    createClient({ baseUrl, endpointId: "ep-1", apiKey: KEY, retry: FAST, sleep: async () => {}, ...extra });
+
+  test("GET {base}/{endpoint}/status-sync/{id}?wait=MS with the key → the job", async () => {
+    const { seen, searches, baseUrl } = serveSync(() => Response.json({ id: "job-7", status: "COMPLETED", executionTime: 1200, output: { images: ["AAAA"] } }));
+    expect(await client(baseUrl).statusSync("job-7", 2_000)).toEqual({ id: "job-7", status: "COMPLETED", executionTime: 1200, output: { images: ["AAAA"] } });
+    expect(seen.map((s) => [s.method, s.path, s.authorization, s.body])).toEqual([["GET", "/v2/ep-1/status-sync/job-7", `Bearer ${KEY}`, ""]]);
+    expect(searches).toEqual(["?wait=2000"]);
+  });
+
+  test("a job not yet done when the wait runs out comes back as it is", async () => {
+    const { baseUrl } = serveSync(() => Response.json({ id: "j", status: "IN_PROGRESS", output: { progress: "4/10" } }));
+    expect(await client(baseUrl).statusSync("j", 1_000)).toEqual({ id: "j", status: "IN_PROGRESS", output: { progress: "4/10" } });
+  });
+
+  test("the job id is path-encoded; the wait stays the only query", async () => {
+    const { seen, searches, baseUrl } = serveSync(() => Response.json({ id: "x", status: "IN_QUEUE" }));
+    await client(baseUrl).statusSync("a b?wait=1#c", 90_000);
+    expect(seen.map((s) => s.path)).toEqual(["/v2/ep-1/status-sync/a%20b%3Fwait%3D1%23c"]);
+    expect(searches).toEqual(["?wait=90000"]);
+  });
+
+  test("onRequest reports the long poll like any request (path without the query)", async () => {
+    const { baseUrl } = serveSync(() => Response.json({ id: "j", status: "COMPLETED" }));
+    const lines: RequestLine[] = [];
+    await client(baseUrl, { onRequest: (line) => lines.push(line) }).statusSync("j", 1_000);
+    expect(lines.map(({ method, path, status }) => ({ method, path, status }))).toEqual([{ method: "GET", path: "/v2/ep-1/status-sync/j", status: 200 }]);
+  });
+
+  // No such route → undefined (the caller falls back to /status for good); asked once, never retried.
+  const noRoute: [number, string, string | undefined][] = [
+    [404, "plain text", "404 page not found"],
+    [404, "JSON", '{"error": "not found"}'],
+    [404, "an empty body", ""],
+    [405, "JSON", '{"detail": "Method Not Allowed"}'],
+    [405, "an empty body", ""],
+  ];
+  for (const [status, what, body] of noRoute) {
+    test(`HTTP ${status} with ${what} → undefined, asked once`, async () => {
+      const { seen, baseUrl } = serveSync(() => new Response(body, { status }));
+      const retries: unknown[] = [];
+      expect(await client(baseUrl, { onRetry: (e) => retries.push(e) }).statusSync("j", 1_000)).toBeUndefined();
+      expect(seen).toHaveLength(1);
+      expect(retries).toEqual([]);
+    });
+  }
+
+  test("a 500 is retried like status, then thrown like status", async () => {
+    const { seen, baseUrl } = serveSync(() => new Response('{"error": "worker crashed"}', { status: 500 }));
+    const sync = await rejected(client(baseUrl).statusSync("j", 1_000));
+    expect(seen).toHaveLength(FAST.attempts);
+    const plain = serve(() => new Response('{"error": "worker crashed"}', { status: 500 }));
+    const status = await rejected(client(plain.baseUrl).status("j"));
+    expect([sync.exitCode, sync.code, sync.message]).toEqual([status.exitCode, status.code, status.message]);
+    expect([sync.exitCode, sync.code, sync.message]).toEqual([ExitCode.api, "http_error", "checking job j failed (HTTP 500: worker crashed)"]);
+  });
+
+  const transient: [string, (n: number) => Response | Promise<Response>][] = [
+    ["a 503", (n) => (n === 1 ? new Response("busy", { status: 503 }) : Response.json({ id: "j", status: "COMPLETED" }))],
+    ["a 429", (n) => (n === 1 ? new Response("", { status: 429 }) : Response.json({ id: "j", status: "COMPLETED" }))],
+    ["a malformed 200", (n) => (n === 1 ? new Response("<html>proxy</html>") : Response.json({ id: "j", status: "COMPLETED" }))],
+  ];
+  for (const [what, answer] of transient) {
+    test(`${what} once → asked again, then the job`, async () => {
+      const { seen, searches, baseUrl } = serveSync((_, n) => answer(n));
+      expect(await client(baseUrl).statusSync("j", 3_000)).toEqual({ id: "j", status: "COMPLETED" });
+      expect(seen.map((s) => s.path)).toEqual(["/v2/ep-1/status-sync/j", "/v2/ep-1/status-sync/j"]);
+      expect(searches).toEqual(["?wait=3000", "?wait=3000"]);
+    });
+  }
+
+  const refused: [number, string, ExitCode, string][] = [
+    [401, '{"error": "Unauthorized"}', ExitCode.credentials, "credentials_rejected"],
+    [403, "", ExitCode.credentials, "credentials_rejected"],
+    [400, '{"error": "bad wait"}', ExitCode.api, "http_error"],
+  ];
+  for (const [status, body, exitCode, code] of refused) {
+    test(`HTTP ${status} is not taken for a missing route: thrown (exit ${exitCode}, ${code}), asked once`, async () => {
+      const { seen, baseUrl } = serveSync(() => new Response(body, { status }));
+      const error = await rejected(client(baseUrl).statusSync("j", 1_000));
+      expect([error.exitCode, error.code]).toEqual([exitCode, code]);
+      expect(seen).toHaveLength(1);
+    });
+  }
+
+  test("the request deadline is the request timeout plus the wait, on every attempt", async () => {
+    const { baseUrl } = serveSync((_, n) => (n === 1 ? new Response("", { status: 503 }) : Response.json({ id: "j", status: "COMPLETED" })));
+    const asked = deadlines();
+    const c = client(baseUrl, { requestTimeoutMs: 5_000 });
+    await c.statusSync("j", 2_000);
+    await c.statusSync("j", 90_000);
+    await c.status("j"); // a plain status keeps the plain deadline
+    expect(asked).toEqual([7_000, 7_000, 95_000, 5_000]);
+  });
+
+  test("a long poll held past the request timeout (but within timeout + wait) is answered, where a plain status times out", async () => {
+    const { baseUrl } = serveSync(async () => {
+      await Bun.sleep(150);
+      return Response.json({ id: "j", status: "COMPLETED" });
+    });
+    const c = client(baseUrl, { requestTimeoutMs: 40, retry: { ...FAST, attempts: 1 } });
+    expect(await c.statusSync("j", 2_000)).toEqual({ id: "j", status: "COMPLETED" });
+    const error = await rejected(c.status("j"));
+    expect(error.message).toContain("no answer within the request deadline");
+  });
+
+  test("no answer within timeout + wait → retried like status, then a network error", async () => {
+    const { seen, baseUrl } = serveSync(never);
+    const asked = deadlines(40);
+    const error = await rejected(client(baseUrl, { requestTimeoutMs: 20 }).statusSync("j", 1_000));
+    expect(asked).toEqual([1_020, 1_020, 1_020]);
+    expect(seen).toHaveLength(FAST.attempts);
+    expect([error.exitCode, error.code]).toEqual([ExitCode.api, "network"]);
+    expect(error.message).toStartWith("checking job j failed: no answer within the request deadline");
+  });
+
+  test("aborting the signal while the long poll is held rejects with the reason", async () => {
+    const { seen, baseUrl } = serveSync(never);
+    const controller = new AbortController();
+    const reason = new CliError("interrupted", ExitCode.interrupted);
+    const pending = client(baseUrl, { signal: controller.signal }).statusSync("j", 90_000);
+    setTimeout(() => controller.abort(reason), 10);
+    expect(await pending.catch((error: unknown) => error)).toBe(reason);
+    expect(seen).toHaveLength(1);
+  });
+
+  test("an already-aborted signal sends nothing", async () => {
+    const { seen, baseUrl } = serveSync(() => Response.json({ id: "j", status: "COMPLETED" }));
+    const reason = new Error("already");
+    expect(await client(baseUrl, { signal: AbortSignal.abort(reason) }).statusSync("j", 1_000).catch((error: unknown) => error)).toBe(reason);
+    expect(seen).toHaveLength(0);
+  });
+
+  // lib/api.ts statusSync: with `local: true` a 404 maps to code endpoint_not_found, not job_not_found, so the documented "undefined on 404" throws instead (latent: cli.ts never long-polls --local).
+  test("local: a server without the route (404) → undefined", async () => {
+    const { baseUrl } = serveSync(() => Response.json({ detail: "Not Found" }, { status: 404 }));
+    expect(await client(baseUrl, { local: true }).statusSync("j", 1_000)).toBeUndefined();
+  });
+});
+
+describe("failureToError: 405", () => {
+  const target = { endpointId: "ep", baseUrl: "https://api.runpod.ai/v2" };
+  const ops: [Operation, string][] = [
+    ["status", "checking job j"],
+    ["cancel", "cancelling job j"],
+    ["run", "submitting the job"],
+  ];
+  for (const [op, what] of ops) {
+    test(`${op} → exit 4, method_not_allowed, saying the server does not take the request`, () => {
+      const error = failureToError(op, http(405, undefined, '{"detail": "Method Not Allowed"}'), { ...target, ...(op !== "run" && { jobId: "j" }) });
+      expect([error.exitCode, error.code]).toEqual([ExitCode.api, "method_not_allowed"]);
+      expect(error.message).toBe(`${what} failed (HTTP 405: Method Not Allowed): this server does not take that request`);
+    });
+  }
+
+  test("a 405 is not retried, even for status", () => expect(retryDelay("status", http(405), 1, DEFAULT_RETRY, () => 0)).toBeUndefined());
 });
 
 describe("createClient, local (RunPod's local test server)", () => {

@@ -2,6 +2,7 @@ import { describe, expect, mock, test } from "bun:test";
 import type { ArgsDef } from "citty";
 import {
   apiKeyFromConfigToml,
+  batchArgs,
   connectionArgs,
   DEFAULT_BASE_URL,
   jobIdArg,
@@ -50,8 +51,8 @@ describe("argument fragments", () => {
     ]);
   });
 
-  test("runArgs is exactly the union of submit, wait, preflight, policy, connection and report flags", () => {
-    const fragments: ArgsDef[] = [submitArgs, waitArgs, preflightArgs, policyArgs, connectionArgs, reportArgs];
+  test("runArgs is exactly the union of submit, wait, preflight, batch, policy, connection and report flags", () => {
+    const fragments: ArgsDef[] = [submitArgs, waitArgs, preflightArgs, batchArgs, policyArgs, connectionArgs, reportArgs];
     const union = fragments.flatMap((fragment) => Object.keys(fragment));
     expect(new Set(union).size).toBe(union.length); // no flag in two fragments
     expect(Object.keys(runArgs).sort()).toEqual(union.sort());
@@ -91,6 +92,20 @@ describe("argument fragments", () => {
     expect<string>(preflightArgs.dialect.valueHint).toBe(DIALECTS.join("|"));
     expect(connectionArgs.local.valueHint).toBe("[URL]");
     expect(connectionArgs.local.description).toContain(LOCAL_TEST_SERVER);
+  });
+
+  test("the batch flags: --concurrency defaults to 4, the others to nothing; --each-image's value is optional", () => {
+    expect(Object.keys(batchArgs)).toEqual(["batch", "each-image", "repeat", "concurrency", "flat", "resume"]);
+    expect(batchArgs.concurrency.default).toBe("4");
+    expect(Object.values(batchArgs as ArgsDef).filter((arg) => arg.default !== undefined)).toEqual([batchArgs.concurrency]);
+    expect([batchArgs.batch.valueHint, batchArgs["each-image"].valueHint, batchArgs.repeat.valueHint, batchArgs.concurrency.valueHint, batchArgs.resume.valueHint]).toEqual([
+      "FILE",
+      "[NODE.INPUT]",
+      "N",
+      "N",
+      "MANIFEST",
+    ]);
+    expect(batchArgs.flat.type).toBe("boolean");
   });
 });
 
@@ -135,6 +150,21 @@ describe("parseArgv", () => {
     [["--local", "http://127.0.0.1:9000"], { local: ["http://127.0.0.1:9000"] }],
     [["--local=http://localhost:8001", "--json"], { local: ["http://localhost:8001"], json: true }],
     [["--local", "--"], { local: [""] }],
+    // the flags of issue 5
+    [["--batch", "runs.jsonl", "--concurrency", "8"], { batch: ["runs.jsonl"], concurrency: ["8"] }],
+    [["--repeat", "3", "--flat", "--resume", "done.jsonl"], { repeat: ["3"], flat: true, resume: ["done.jsonl"] }],
+    [["--flat=false"], { flat: false }],
+    [["--repeat=10", "--concurrency=1"], { repeat: ["10"], concurrency: ["1"] }],
+    // --each-image takes a NODE.INPUT only when a word that is not a flag follows
+    [["--each-image"], { "each-image": [""] }],
+    [["--each-image", "--images", "a.png", "b.png"], { "each-image": [""], images: ["a.png", "b.png"] }],
+    [["--images", "a.png", "--each-image", "--repeat", "2"], { images: ["a.png"], "each-image": [""], repeat: ["2"] }],
+    [["--each-image", "10.image"], { "each-image": ["10.image"] }],
+    [["--each-image", "Load Photo.image", "--images-dir", "in"], { "each-image": ["Load Photo.image"], "images-dir": ["in"] }],
+    [["--each-image=4.image"], { "each-image": ["4.image"] }],
+    [["--each-image="], { "each-image": [""] }],
+    [["--each-image", "--"], { "each-image": [""] }],
+    [["--repeat", "-1"], { repeat: ["-1"] }], // a value, refused later by resolveOptions
   ];
   for (const [argv, expected] of parsed) {
     test(`${JSON.stringify(argv)} → ${JSON.stringify(expected)}`, () => {
@@ -171,6 +201,18 @@ describe("parseArgv", () => {
     [["--set", "6.text=a", "7.text=b"], /^unexpected argument "7\.text=b"$/], // one assignment per --set
     [["--local", "http://localhost:8000", "http://localhost:8001"], /^unexpected argument "http:\/\/localhost:8001"$/],
     [["--strict=yes"], /^--strict takes no value \(got "yes"\)$/],
+    [["--batch"], /^--batch needs a value \(FILE\)$/],
+    [["--batch", "--flat"], /^--batch needs a value \(FILE\)$/],
+    [["--repeat"], /^--repeat needs a value \(N\)$/],
+    [["--concurrency", "--each-image"], /^--concurrency needs a value \(N\)$/],
+    [["--resume"], /^--resume needs a value \(MANIFEST\)$/],
+    [["--flat=yes"], /^--flat takes no value \(got "yes"\)$/],
+    [["--each-image", "4.image", "5.image"], /^unexpected argument "5\.image"$/],
+    [["--repeat", "2", "3"], /^unexpected argument "3"$/],
+    [["--repat", "2"], /^unknown option --repat; did you mean --repeat\?$/],
+    [["--concurency", "2"], /^unknown option --concurency; did you mean --concurrency\?$/],
+    [["--each-images"], /^unknown option --each-images; did you mean --each-image\?$/],
+    [["--batch-file", "x.csv"], /^unknown option --batch-file/],
     // the Comfy.org key comes from the environment only, never from argv (where ps would show it)
     [["--comfy-org-api-key", "k"], /^unknown option --comfy-org-api-key/],
     [["--no-open=yes"], /^--no-open takes no value \(got "yes"\)$/],
@@ -276,6 +318,12 @@ describe("resolveOptions", () => {
     printPayload: undefined,
     dialect: "seed",
     local: false,
+    batchFile: undefined,
+    eachImage: undefined,
+    repeat: undefined,
+    concurrency: 4,
+    flat: false,
+    resume: undefined,
     comfyOrgApiKey: undefined,
     apiKey: undefined,
     endpointId: undefined,
@@ -321,6 +369,12 @@ describe("resolveOptions", () => {
       "--dry-run",
       "--print-payload", "payload.json",
       "--dialect", "worker-comfyui",
+      "--batch", "runs.csv",
+      "--each-image",
+      "--repeat", "3",
+      "--concurrency", "16",
+      "--flat",
+      "--resume", "done.jsonl",
       "--json",
       "--quiet",
       "--verbose",
@@ -350,6 +404,12 @@ describe("resolveOptions", () => {
       printPayload: "payload.json",
       dialect: "worker-comfyui",
       local: false,
+      batchFile: "runs.csv",
+      eachImage: "",
+      repeat: 3,
+      concurrency: 16,
+      flat: true,
+      resume: "done.jsonl",
       comfyOrgApiKey: undefined,
       apiKey: "KEY",
       endpointId: "ep",
@@ -448,6 +508,36 @@ describe("resolveOptions", () => {
     ["max-output-bytes", "MB", /must be a size/],
     ["max-output-bytes", ".5MB", /must be a size/],
     ["max-output-bytes", "Infinity", /must be a size/],
+    // --repeat: whole runs, 1 to 100000
+    ["repeat", "1", 1],
+    ["repeat", "2", 2],
+    ["repeat", " 3 ", 3],
+    ["repeat", "007", 7],
+    ["repeat", "100000", 100_000],
+    ["repeat", "0", /^--repeat must be at least 1$/],
+    ["repeat", "100001", /^--repeat must be at most 100000$/],
+    ["repeat", "99999999999999999999", /^--repeat must be at most 100000$/],
+    ["repeat", "1.5", /^--repeat must be a whole number$/],
+    ["repeat", "2.0", /^--repeat must be a whole number$/],
+    ["repeat", "-1", /^--repeat must be a whole number$/],
+    ["repeat", "+2", /^--repeat must be a whole number$/],
+    ["repeat", "1e3", /^--repeat must be a whole number$/],
+    ["repeat", "0x10", /^--repeat must be a whole number$/],
+    ["repeat", "ten", /^--repeat must be a whole number$/],
+    ["repeat", "", /^--repeat must be a whole number$/],
+    ["repeat", " ", /^--repeat must be a whole number$/],
+    // --concurrency: 1 to 256 jobs in flight
+    ["concurrency", "1", 1],
+    ["concurrency", "4", 4],
+    ["concurrency", "256", 256],
+    ["concurrency", " 32 ", 32],
+    ["concurrency", "0", /^--concurrency must be at least 1$/],
+    ["concurrency", "257", /^--concurrency must be at most 256$/],
+    ["concurrency", "1000", /^--concurrency must be at most 256$/],
+    ["concurrency", "2.5", /^--concurrency must be a whole number$/],
+    ["concurrency", "-4", /^--concurrency must be a whole number$/],
+    ["concurrency", "many", /^--concurrency must be a whole number$/],
+    ["concurrency", "", /^--concurrency must be a whole number$/],
   ];
   const FIELD: Record<string, keyof Options> = {
     timeout: "timeoutMs",
@@ -455,6 +545,8 @@ describe("resolveOptions", () => {
     "policy-timeout": "executionTimeoutMs",
     ttl: "ttlMs",
     "max-output-bytes": "maxOutputBytes",
+    repeat: "repeat",
+    concurrency: "concurrency",
   };
   for (const [flag, value, expected] of numbers) {
     test(`--${flag} ${JSON.stringify(value)} → ${expected}`, () => {
@@ -468,6 +560,47 @@ describe("resolveOptions", () => {
       }
     });
   }
+
+  const batch: [string[], Partial<Options>][] = [
+    [[], { batchFile: undefined, eachImage: undefined, repeat: undefined, concurrency: 4, flat: false, resume: undefined }],
+    [["--batch", "runs.jsonl"], { batchFile: "runs.jsonl" }],
+    [["--batch=dir with space/runs.csv"], { batchFile: "dir with space/runs.csv" }],
+    // absent, the single image input, or a NODE.INPUT
+    [["--each-image"], { eachImage: "" }],
+    [["--each-image", "--images", "a.png"], { eachImage: "", images: ["a.png"] }],
+    [["--each-image", "5.image", "--images", "a.png"], { eachImage: "5.image", images: ["a.png"] }],
+    [["--each-image=Load Photo.image"], { eachImage: "Load Photo.image" }],
+    [["--repeat", "5", "--concurrency", "2"], { repeat: 5, concurrency: 2 }],
+    [["--flat"], { flat: true }],
+    [["--flat=false"], { flat: false }],
+    [["--resume", "output/manifest.jsonl"], { resume: "output/manifest.jsonl" }],
+  ];
+  for (const [argv, expected] of batch) {
+    test(`${JSON.stringify(argv)} → ${JSON.stringify(expected)}`, () => {
+      expect(resolveArgv(["--workflow", "f.json", ...argv])).toMatchObject(expected);
+    });
+  }
+
+  const batchRefused: [string[], string][] = [
+    [["--batch="], "--batch needs a file"],
+    [["--resume="], "--resume needs a manifest file"],
+    [["--batch", "a.csv", "--batch", "b.csv"], "--batch was given more than once"],
+    [["--each-image", "--each-image", "4.image"], "--each-image was given more than once"],
+    [["--repeat", "2", "--repeat", "3"], "--repeat was given more than once"],
+    [["--concurrency=2", "--concurrency=2"], "--concurrency was given more than once"],
+    [["--resume", "a.jsonl", "--resume", "a.jsonl"], "--resume was given more than once"],
+  ];
+  for (const [argv, message] of batchRefused) {
+    test(`${JSON.stringify(argv)} → usage error "${message}"`, () => {
+      const error = thrown(() => resolveArgv(["--workflow", "f.json", ...argv]));
+      expect([error.exitCode, error.message]).toEqual([ExitCode.usage, message]);
+    });
+  }
+
+  test("a subcommand without the batch flags gets their defaults", () => {
+    const options = resolveOptions(parseArgv(["abc-u1"], jobDef), sources());
+    expect([options.batchFile, options.eachImage, options.repeat, options.concurrency, options.flat, options.resume]).toEqual([undefined, undefined, undefined, 4, false, undefined]);
+  });
 
   test("--workflow is optional here (the default command checks it; subcommands have none)", () => {
     expect(resolveArgv(["--output", "o"]).workflow).toBeUndefined();

@@ -72,7 +72,8 @@ describe("happy path", () => {
   });
 
   test("progress is shown as plain lines when stderr is not a terminal", async () => {
-    const slow = startEmulator({ port: 0, apiKey: KEY, endpointId: "ep-test", queueDelayMs: 10, executionMs: 600, progressUpdates: 3 });
+    // Plain polling shows each progress report; a long poll is held until the job ends.
+    const slow = startEmulator({ port: 0, apiKey: KEY, endpointId: "ep-test", queueDelayMs: 10, executionMs: 600, progressUpdates: 3, statusSync: false });
     try {
       const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), ...fast], { env: { ...connection(), RUNPOD_ENDPOINT_BASE_URL: slow.url } });
       expect(run.code).toBe(0);

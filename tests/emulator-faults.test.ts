@@ -33,7 +33,7 @@ describe("parseFaults", () => {
   });
 
   const FAULTS = "the faults are rate-limit, flaky, slow, reset, malformed, drop-output, expire";
-  const ROUTES = "the routes are run, runsync, status, stream, cancel, retry, purge-queue, health";
+  const ROUTES = "the routes are run, runsync, status, status-sync, stream, cancel, retry, purge-queue, health";
   const SLOW = "slow takes a duration, then optionally a count or a rate: slow=1500ms, slow=2s, slow@status=2s:3, slow=0.5s:25%";
   test.each([
     ["flaky,,slow=1s", '--faults has an empty item: "flaky,,slow=1s"'],

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { crc32, inflateSync } from "node:zlib";
-import { encodePng, runHandler } from "../lib/emulator-worker.ts";
+import { crc32, deflateSync, inflateSync } from "node:zlib";
+import { encodePng, noisePng, runHandler } from "../lib/emulator-worker.ts";
 import type { HandlerResult } from "../lib/emulator-worker.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
@@ -197,3 +197,54 @@ describe("runHandler renders", () => {
   });
 });
 
+
+describe("big outputs (outputBytes)", () => {
+  /** What deflate at its best saves on these bytes, as a share of them. */
+  const compressibility = (bytes: Uint8Array) => 1 - deflateSync(bytes, { level: 9 }).length / bytes.length;
+
+  test.each([
+    [2_000, 1],
+    [100_000, 1216 / 832],
+    [1_000_000, 1],
+    [3_000_000, 1 / 4],
+  ])("noisePng(%p): within 2%% of the size, a valid PNG of that aspect, that deflate cannot shrink", (bytes, aspect) => {
+    const png = noisePng(bytes, aspect);
+    expect(Math.abs(png.length - bytes) / bytes).toBeLessThan(0.02);
+    const { width, height, chunkTypes } = parsePng(png);
+    expect(chunkTypes).toEqual(["IHDR", "IDAT", "IEND"]);
+    expect(Math.abs(width / height - aspect) / aspect).toBeLessThan(0.1);
+    expect(compressibility(png)).toBeLessThan(0.01);
+  });
+
+  test("noisePng: random each time; a size too small for any pixel still gives a 1x1 image", () => {
+    expect(Buffer.from(noisePng(5000, 1)).equals(Buffer.from(noisePng(5000, 1)))).toBe(false);
+    expect(parsePng(noisePng(10, 1))).toMatchObject({ width: 1, height: 1 });
+  });
+
+  test("runHandler shares outputBytes among every image of the job, each of the workflow's aspect", () => {
+    const workflow = txt2img();
+    Object.assign(workflow["4"].inputs, { width: 1216, height: 832, batch_size: 2 });
+    workflow["8"] = { class_type: "SaveImage", inputs: { filename_prefix: "again", images: ["6", 0] } };
+    const images = expectImages(runHandler({ workflow }, { outputBytes: 1_000_000 })).map((base64) => Buffer.from(base64, "base64"));
+    expect(images).toHaveLength(4);
+    const total = images.reduce((sum, image) => sum + image.length, 0);
+    expect(Math.abs(total - 1_000_000) / 1_000_000).toBeLessThan(0.05);
+    for (const image of images) {
+      const { width, height } = parsePng(image);
+      expect(width / height).toBeCloseTo(1216 / 832, 1);
+    }
+  });
+
+  test("runHandler: a job's images differ from one another; they are made once, and a later job gets the same", () => {
+    const workflow = txt2img();
+    workflow["4"].inputs.batch_size = 2;
+    const [first, second] = expectImages(runHandler({ workflow }, { outputBytes: 200_000 }));
+    expect(first).not.toBe(second);
+    expect(expectImages(runHandler({ workflow }, { outputBytes: 200_000 }))).toEqual([first ?? "", second ?? ""]);
+  });
+
+  test("runHandler without outputBytes, or a failing job, is unchanged", () => {
+    expect(runHandler({ workflow: txt2img() }, {})).toEqual(runHandler({ workflow: txt2img() }));
+    expect(runHandler({ workflow: {} }, { outputBytes: 1000 })).toEqual({ error: "Prompt has no outputs" });
+  });
+});

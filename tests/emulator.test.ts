@@ -1,11 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import { deflateSync } from "node:zlib";
 import { runCommand } from "citty";
-import { emulateCommand, startEmulator } from "../lib/emulator.ts";
+import { EventsFileError, emulateCommand, startEmulator } from "../lib/emulator.ts";
 import type { Emulator, EmulatorOptions } from "../lib/emulator.ts";
 import { parseFaults } from "../lib/emulator-faults.ts";
 import { CliError } from "../lib/errors.ts";
+import { removeTempDirs, tempDir } from "./helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures");
 const TINY_PNG = Buffer.from(await Bun.file(join(FIXTURES, "tiny.png")).arrayBuffer()).toString("base64");
@@ -22,6 +24,7 @@ afterEach(async () => {
   await emulator?.stop();
   emulator = undefined;
 });
+afterAll(removeTempDirs);
 
 /** An emulator on a free port with short timings; afterEach stops it. */
 function start(options: Partial<EmulatorOptions> = {}): Emulator {
@@ -69,6 +72,27 @@ async function until<T>(read: () => Promise<T>, done: (value: NoInfer<T>) => boo
     await Bun.sleep(5);
   }
 }
+
+/** The wall clock the events file uses: ms since the epoch, sub-ms precision. */
+const wallClock = () => performance.timeOrigin + performance.now();
+const eventsPath = () => join(tempDir(), "events.jsonl");
+interface LoggedEvent {
+  t: number;
+  event: string;
+  id?: string;
+  route?: string;
+}
+const readEvents = async (path: string): Promise<LoggedEvent[]> =>
+  (await Bun.file(path).text())
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+const loggedAt = (events: LoggedEvent[], id: string, event: string) => events.find((logged) => logged.id === id && logged.event === event)?.t ?? Number.NaN;
+
+/** The decoded bytes of a job's images, whichever shape they come in. */
+const imageBytes = (output: { images: (string | { data: string })[] }) =>
+  output.images.map((image) => Buffer.from(typeof image === "string" ? image : image.data, "base64"));
+const totalBytes = (images: Uint8Array[]) => images.reduce((sum, image) => sum + image.length, 0);
 
 const statusIs = (...statuses: string[]) => (job: { status?: string }) => statuses.includes(job.status ?? "");
 const settle = (emu: Emulator, id: string) =>
@@ -149,6 +173,7 @@ describe("auth and routing", () => {
     ["POST", "run"],
     ["POST", "runsync"],
     ["GET", "status/x"],
+    ["GET", "status-sync/x"],
     ["GET", "stream/x"],
     ["POST", "cancel/x"],
     ["POST", "retry/x"],
@@ -175,6 +200,7 @@ describe("auth and routing", () => {
     ["an unknown endpoint", "/v2/other/health"],
     ["an unknown route", "/v2/emulator/jobs"],
     ["status without a job id", "/v2/emulator/status"],
+    ["status-sync without a job id", "/v2/emulator/status-sync"],
     ["extra path segments", "/v2/emulator/status/a/b"],
     ["a job id on health", "/v2/emulator/health/x"],
     ["no /v2 prefix", "/emulator/health"],
@@ -186,7 +212,7 @@ describe("auth and routing", () => {
     expect(await response.text()).toBe("404 page not found");
   });
 
-  test.each(["status/nope", "stream/nope", "cancel/nope", "retry/nope"])("an unknown job on %s answers 404 with a JSON error", async (path) => {
+  test.each(["status/nope", "status-sync/nope", "stream/nope", "cancel/nope", "retry/nope"])("an unknown job on %s answers 404 with a JSON error", async (path) => {
     const emu = start();
     const method = path.startsWith("status") || path.startsWith("stream") ? "GET" : "POST";
     expect(await callJson(emu, path, { method })).toEqual({ status: 404, body: { error: "request does not exist" } });
@@ -196,6 +222,7 @@ describe("auth and routing", () => {
     ["GET", "run"],
     ["GET", "runsync"],
     ["PUT", "status/x"],
+    ["PUT", "status-sync/x"],
     ["DELETE", "stream/x"],
     ["GET", "cancel/x"],
     ["GET", "retry/x"],
@@ -285,20 +312,23 @@ describe("runsync", () => {
     const expected = await Bun.file(join(FIXTURES, "responses/error-400-wait.json")).json();
     expect(await callJson(emu, `runsync?wait=${wait}`, { body: { input: VALID_INPUT } })).toEqual({ status: 400, body: expected });
     expect(await callJson(emu, `stream/any?wait=${wait}`)).toEqual({ status: 400, body: expected });
+    expect(await callJson(emu, `status-sync/any?wait=${wait}`)).toEqual({ status: 400, body: expected });
   });
 
-  test("when wait runs out, runsync answers the unfinished job; an empty stream holds for its wait", async () => {
+  test("when wait runs out, runsync and status-sync answer the unfinished job; an empty stream holds for its wait", async () => {
     const emu = start({ executionMs: 5000 });
     const runningId = await submit(emu);
     const started = Date.now();
-    const [sync, stream] = await Promise.all([
+    const [sync, stream, statusSync] = await Promise.all([
       callJson(emu, "runsync?wait=1000", { body: { input: VALID_INPUT } }),
       callJson(emu, `stream/${runningId}?wait=1000`),
+      callJson(emu, `status-sync/${runningId}?wait=1000`),
     ]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(990);
     expect(sync.status).toBe(200);
     expect(sync.body).toEqual({ id: expect.stringMatching(SYNC_JOB_ID), status: "IN_QUEUE" });
     expect(stream.body).toEqual({ status: "IN_PROGRESS", stream: [] });
+    expect(statusSync).toEqual({ status: 200, body: { id: runningId, status: "IN_PROGRESS", delayTime: 20, workerId: expect.any(String) } });
     expect(await jobStatus(emu, sync.body.id)).toEqual(sync.body);
   });
 });
@@ -540,6 +570,17 @@ describe("the worker-comfyui dialect", () => {
     const expected = await fixture("worker-comfyui-5-upload-subfolder.json");
     expect(keysOf(done)).toEqual(Object.keys(expected));
     expect(done).toMatchObject({ status: "FAILED", error: expected.error, output: expected.output, workerId: expect.any(String) });
+  });
+
+  test("a retried failure answers its output before retries, as a first one does", async () => {
+    const emu = comfy();
+    const input = { workflow: IMG2IMG("masks/ref.png"), images: [{ name: "masks/ref.png", image: TINY_PNG }] };
+    const id = await submit(emu, input);
+    const first = await settle(emu, id);
+    await callJson(emu, `retry/${id}`, { method: "POST" });
+    const again = await until(() => jobStatus(emu, id), (job) => job.status === "FAILED" && job.retries === 1);
+    expect(Object.keys(again)).toEqual(["id", "status", "delayTime", "executionTime", "workerId", "error", "output", "retries"]);
+    expect(again).toMatchObject({ error: first.error, output: first.output });
   });
 
   test("a validation error: FAILED with the worker's message and no output, as recorded", async () => {
@@ -797,6 +838,209 @@ describe("fault injection", () => {
   });
 });
 
+describe("status-sync", () => {
+  test.each([
+    ["GET", "?wait=5000"],
+    ["POST", ""],
+  ])("%s holds until the job ends, then answers it as status does, a few ms after its completion (wait %p)", async (method, query) => {
+    const file = eventsPath();
+    const emu = start({ executionMs: 150, eventsFile: file });
+    const id = await submit(emu);
+    const sent = wallClock();
+    const answer = await callJson(emu, `status-sync/${id}${query}`, { method });
+    const arrived = wallClock();
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ id, status: "COMPLETED", delayTime: 20, executionTime: 150, output: { images: [expect.any(String)] } });
+    expect(answer.body).toEqual(await jobStatus(emu, id));
+    const completedAt = loggedAt(await readEvents(file), id, "completed");
+    expect(completedAt - sent).toBeGreaterThan(150);
+    expect(arrived - completedAt).toBeGreaterThanOrEqual(0);
+    expect(arrived - completedAt).toBeLessThan(30);
+  });
+
+  test("answers a FAILED job, and a job cancelled while it waits, at once", async () => {
+    const emu = start({ executionMs: 5000 });
+    const failed = await submit(emu, FAILING_INPUT);
+    expect((await callJson(emu, `status-sync/${failed}?wait=5000`)).body).toMatchObject({ id: failed, status: "FAILED", error: "Prompt has no outputs" });
+    const id = await submit(emu);
+    const pending = callJson(emu, `status-sync/${id}?wait=5000`);
+    await until(() => jobStatus(emu, id), statusIs("IN_PROGRESS"));
+    const cancelledAt = Date.now();
+    await call(emu, `cancel/${id}`, { method: "POST" });
+    expect(await pending).toEqual({ status: 200, body: { id, status: "CANCELLED", delayTime: 20, workerId: expect.any(String) } });
+    expect(Date.now() - cancelledAt).toBeLessThan(100);
+  });
+
+  test("a job deleted while it waits (its ttl) answers 404 like status", async () => {
+    const emu = start({ executionMs: 5000 });
+    const id = await submit(emu, VALID_INPUT, { policy: { ttl: 100 } });
+    const started = Date.now();
+    expect(await callJson(emu, `status-sync/${id}?wait=5000`)).toEqual({ status: 404, body: { error: "request does not exist" } });
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  test("under the expire fault the job is gone as it ends: a waiting status-sync answers 404, as status then does", async () => {
+    const emu = start({ faults: parseFaults("expire@run") });
+    const id = await submit(emu);
+    expect(await callJson(emu, `status-sync/${id}?wait=5000`)).toEqual({ status: 404, body: { error: "request does not exist" } });
+    expect((await callJson(emu, "health")).body.jobs.completed).toBe(1);
+  });
+
+  test("switched off, the route does not exist: 404 in plain text like any unknown route, never counted by faults", async () => {
+    const emu = start({ statusSync: false, faults: parseFaults("flaky@status-sync") });
+    const id = await submit(emu);
+    for (const method of ["GET", "POST"]) {
+      const response = await call(emu, `status-sync/${id}?wait=5000`, { method });
+      expect([response.status, response.headers.get("content-type"), await response.text()]).toEqual([404, "text/plain; charset=utf-8", "404 page not found"]);
+    }
+    expect((await jobStatus(emu, id)).id).toBe(id);
+    expect(emu.faultsInjected).toEqual({ flaky: 0 });
+  });
+
+  test("faults hit it as the route status-sync: a rate-limit at once, a flaky answer after the route held", async () => {
+    const emu = start({ faults: parseFaults("rate-limit@status-sync=1,flaky@status-sync=1") });
+    const id = await submit(emu);
+    expect((await call(emu, `status-sync/${id}?wait=5000`)).status).toBe(429);
+    expect((await jobStatus(emu, id)).status).not.toBe("COMPLETED");
+    expect((await call(emu, `status-sync/${id}?wait=5000`)).status).toBe(502);
+    expect((await jobStatus(emu, id)).status).toBe("COMPLETED"); // the 502 came once the job had ended
+    expect((await callJson(emu, `status-sync/${id}`)).body.status).toBe("COMPLETED");
+    expect(emu.faultsInjected).toEqual({ "rate-limit": 1, flaky: 1 });
+  });
+});
+
+describe("rate limits", () => {
+  test("a limit of 3 per window: the 4th /run gets 429 with Retry-After and creates no job, until the window frees a slot", async () => {
+    const file = eventsPath();
+    const windowMs = 400;
+    const emu = start({ rateLimits: { run: 3 }, rateLimitWindowMs: windowMs, queueDelayMs: 10_000, eventsFile: file });
+    const first = Date.now();
+    const ids = [await submit(emu), await submit(emu), await submit(emu)];
+    const refused = await call(emu, "run", { body: { input: VALID_INPUT } });
+    expect(Date.now() - first).toBeLessThan(windowMs);
+    expect([refused.status, refused.headers.get("retry-after"), await refused.text()]).toEqual([429, "1", ""]);
+    expect(emu.requests[3]).toEqual({ method: "POST", path: "/v2/emulator/run", query: {}, status: 429, rateLimited: true });
+    expect(emu.rateLimited).toBe(1);
+    expect((await callJson(emu, "health")).body.jobs.inQueue).toBe(3);
+    await Bun.sleep(first + windowMs + 20 - Date.now());
+    ids.push(await submit(emu));
+    expect((await callJson(emu, "health")).body.jobs.inQueue).toBe(4);
+    await emu.stop();
+    const events = await readEvents(file);
+    expect(events.map(({ event, id, route }) => [event, id ?? route])).toEqual([...ids.slice(0, 3).map((id) => ["submitted", id]), ["rate-limited", "run"], ["submitted", ids[3]]]);
+  });
+
+  test("Retry-After is the whole seconds until the oldest request leaves RunPod's 10 s window; routes are counted apart", async () => {
+    const emu = start({ rateLimits: { status: 2 } });
+    const id = await submit(emu);
+    expect([(await call(emu, `status/${id}`)).status, (await call(emu, `status/${id}`)).status]).toEqual([200, 200]);
+    const refused = await call(emu, `status/${id}`);
+    expect([refused.status, refused.headers.get("retry-after")]).toEqual([429, "10"]);
+    expect((await call(emu, `status-sync/${id}`)).status).toBe(200);
+    expect((await call(emu, "health")).status).toBe(200);
+  });
+
+  test("they coexist with injected faults: the limiter turns a request away before any fault sees it, and counts apart", async () => {
+    const emu = start({ rateLimits: { status: 1 }, faults: parseFaults("flaky@status=2,rate-limit@health") });
+    const id = await submit(emu);
+    expect((await call(emu, `status/${id}`)).status).toBe(502);
+    expect((await call(emu, `status/${id}`)).status).toBe(429);
+    expect((await call(emu, "health")).status).toBe(429);
+    expect(emu.faultsInjected).toEqual({ flaky: 1, "rate-limit": 1 });
+    expect(emu.rateLimited).toBe(1);
+  });
+
+  test("rate limits and the events file are for an endpoint, not the local test server", () => {
+    expect(() => startEmulator({ port: 0, localMode: true, rateLimits: { run: 1 } })).toThrow("the rateLimits and eventsFile options are for an endpoint, not localMode");
+  });
+});
+
+describe("big outputs", () => {
+  test.each(["seed", "worker-comfyui"] as const)("%s: a job's images add up to about outputBytes, each a valid PNG that deflate cannot shrink", async (dialect) => {
+    const emu = start({ dialect, outputBytes: 1_000_000 });
+    const workflow = structuredClone(TXT2IMG) as Record<string, { inputs: Record<string, unknown> }>;
+    workflow["4"]!.inputs.batch_size = 2;
+    const { body } = await callJson(emu, "runsync", { body: { input: { workflow } } });
+    const images = imageBytes(body.output);
+    expect(images).toHaveLength(2);
+    expect(Math.abs(totalBytes(images) - 1_000_000) / 1_000_000).toBeLessThan(0.05);
+    for (const image of images) {
+      expect([...image.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      expect(image.subarray(12, 16).toString()).toBe("IHDR");
+      expect([image.readUInt32BE(16), image.readUInt32BE(20)]).toEqual([expect.any(Number), expect.any(Number)]);
+      expect(image.readUInt32BE(16) * image.readUInt32BE(20)).toBeGreaterThan(100_000);
+      expect(deflateSync(image, { level: 6 }).length).toBeGreaterThan(image.length * 0.99);
+    }
+  });
+
+  test("20 MB of images: RunPod's 10 MB /run result limit drops them; a raised result limit lets them through", async () => {
+    let emu = start({ outputBytes: 20_000_000 });
+    const dropped = await settle(emu, await submit(emu));
+    expect([dropped.status, "output" in dropped]).toEqual(["COMPLETED", false]);
+    await emu.stop();
+    emu = start({ outputBytes: 20_000_000, resultLimitBytes: 30_000_000 });
+    const kept = await settle(emu, await submit(emu));
+    expect(kept.status).toBe("COMPLETED");
+    expect(Math.abs(totalBytes(imageBytes(kept.output)) - 20_000_000) / 20_000_000).toBeLessThan(0.05);
+  });
+});
+
+describe("the events file", () => {
+  test("one line per transition, in order, stamped with the wall time; a completion at the moment status first answers COMPLETED", async () => {
+    const file = eventsPath();
+    await Bun.write(file, '{"earlier":"line"}\n');
+    const begun = wallClock();
+    const emu = start({ eventsFile: file, executionMs: 60, workers: 2 });
+    const completed = await submit(emu);
+    const failed = await submit(emu, FAILING_INPUT);
+    // Status as fast as the loop goes: the completion lies between the last answer that was not it and the first that was.
+    let lastNotCompletedSent = 0;
+    let firstCompletedArrived = 0;
+    for (let polls = 0; polls < 20_000 && firstCompletedArrived === 0; polls++) {
+      const sent = wallClock();
+      if ((await jobStatus(emu, completed)).status === "COMPLETED") firstCompletedArrived = wallClock();
+      else lastNotCompletedSent = sent;
+    }
+    await settle(emu, failed);
+    expect((await callJson(emu, `retry/${failed}`, { method: "POST" })).status).toBe(200);
+    await settle(emu, failed);
+    const timedOut = await submit(emu, VALID_INPUT, { policy: { executionTimeout: 10 } });
+    await settle(emu, timedOut);
+    const cancelled = await submit(emu);
+    await call(emu, `cancel/${cancelled}`, { method: "POST" });
+    await emu.stop();
+    const ended = wallClock();
+
+    const [earlier, ...lines] = (await Bun.file(file).text()).trimEnd().split("\n");
+    expect(earlier).toBe('{"earlier":"line"}'); // appended to, not replaced
+    const events: LoggedEvent[] = lines.map((line) => JSON.parse(line));
+    for (const logged of events) expect(Object.keys(logged)).toEqual(["t", "event", "id"]);
+    const times = events.map(({ t }) => t);
+    expect(times).toEqual(times.toSorted((a, b) => a - b));
+    expect(times[0]).toBeGreaterThanOrEqual(begun);
+    expect(times.at(-1)).toBeLessThanOrEqual(ended);
+    const of = (id: string) => events.filter((logged) => logged.id === id).map(({ event }) => event);
+    expect(of(completed)).toEqual(["submitted", "started", "completed"]);
+    expect(of(failed)).toEqual(["submitted", "started", "failed", "retried", "started", "failed"]);
+    expect(of(timedOut)).toEqual(["submitted", "started", "timed-out"]);
+    expect(of(cancelled)).toEqual(["submitted", "cancelled"]);
+
+    const completedAt = loggedAt(events, completed, "completed");
+    expect(firstCompletedArrived).toBeGreaterThan(0);
+    expect(completedAt).toBeGreaterThanOrEqual(lastNotCompletedSent);
+    expect(completedAt).toBeLessThanOrEqual(firstCompletedArrived);
+    expect(firstCompletedArrived - completedAt).toBeLessThan(5);
+    // About executionMs after the start, which is stamped once the handler has run (it renders the images as it starts).
+    expect(completedAt - loggedAt(events, completed, "started")).toBeGreaterThan(50);
+  });
+
+  test("a file that cannot be written: startEmulator throws before it listens", () => {
+    const path = join(tempDir(), "missing", "events.jsonl");
+    expect(() => startEmulator({ port: 0, eventsFile: path })).toThrow(EventsFileError);
+    expect(() => startEmulator({ port: 0, eventsFile: path })).toThrow(`cannot write the events file ${path}: `);
+  });
+});
+
 describe("stop", () => {
   test("closes the port at once, cutting a waiting runsync, and can be called twice", async () => {
     const emu = start({ executionMs: 5000 });
@@ -887,6 +1131,54 @@ describe("the emulate command", () => {
     expect(output.stderr).toBe(`RunPod local test server emulator on ${root}, worker-comfyui handler; Ctrl-C stops it\n`);
   });
 
+  test("--rate-limits, --no-status-sync, --output-bytes, --result-limit, --events and 32 workers: said at start-up, and in force", async () => {
+    delete process.env.RUNPOD_API_KEY;
+    const file = eventsPath();
+    const args = ["--rate-limits", "run=1", "--no-status-sync", "--output-bytes", "30kB", "--result-limit", "1MB", "--events", file, "--workers", "32"];
+    let id = "";
+    await runEmulate([...args, "--queue-delay", "0", "--execution-time", "0.01"], async (env) => {
+      const base = `${env.RUNPOD_ENDPOINT_BASE_URL}/emulator`;
+      const get = (path: string, init: RequestInit = {}) => fetch(`${base}/${path}`, { ...init, headers: { authorization: "Bearer emulator-key" } });
+      const run = () => get("run", { method: "POST", body: JSON.stringify({ input: VALID_INPUT }) });
+      id = ((await (await run()).json()) as { id: string }).id;
+      expect((await run()).status).toBe(429);
+      expect((await get(`status-sync/${id}`)).status).toBe(404);
+      const done = await until(async () => (await get(`status/${id}`)).json() as Promise<any>, statusIs("COMPLETED"));
+      expect(Math.abs(totalBytes(imageBytes(done.output)) - 30_000) / 30_000).toBeLessThan(0.05);
+    });
+    expect(output.stderr.split("\n").slice(1)).toEqual([
+      "No status-sync route (404): clients must poll /status",
+      "Rate limits per 10 s: run 1, runsync 2000, status 2000, status-sync 2000, stream 2000, cancel 100, purge-queue 2",
+      "Each job's images take about 30000 bytes (random noise)",
+      "Results over 1000000 bytes are dropped (the job ends COMPLETED without output)",
+      `Appending job events to ${file}`,
+      "",
+    ]);
+    expect(output.stderr).toContain(" — endpoint emulator, 32 workers; Ctrl-C stops it\n");
+    expect((await readEvents(file)).map(({ event, id, route }) => [event, id ?? route])).toEqual([
+      ["submitted", id],
+      ["started", id],
+      ["rate-limited", "run"],
+      ["completed", id],
+    ]);
+  });
+
+  test("a bare --rate-limits is RunPod's limits; outputs over the result limit are warned about", async () => {
+    await runEmulate(["--output-bytes", "8MB", "--rate-limits"], async () => {});
+    expect(output.stderr).toContain("\nRate limits per 10 s: run 1000, runsync 2000, status 2000, status-sync 2000, stream 2000, cancel 100, purge-queue 2\n");
+    expect(output.stderr).toContain(
+      "\nNote: as base64 that is over the result limit of 10485760 bytes, so /run jobs end COMPLETED without output; raise it with --result-limit\n",
+    );
+  });
+
+  test("an events file that cannot be written is a usage error", async () => {
+    const path = join(tempDir(), "missing", "events.jsonl");
+    const failure = await runCommand(emulateCommand, { rawArgs: ["--port", "0", "--events", path] }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(CliError);
+    expect(failure).toMatchObject({ exitCode: 2 });
+    expect((failure as CliError).message).toStartWith(`cannot write the events file ${path}: `);
+  });
+
   test("--dialect worker-comfyui --s3 says so", async () => {
     delete process.env.RUNPOD_API_KEY;
     await runEmulate(["--dialect", "worker-comfyui", "--s3"], async (env) => {
@@ -917,6 +1209,18 @@ describe("the emulate command", () => {
     [["--port", "70000"], "--port must be a whole number from 0 to 65535"],
     [["--workers", "0"], "--workers must be a whole number from 1 to 64"],
     [["--workers", "1.5"], "--workers must be a whole number from 1 to 64"],
+    [["--workers", "65"], "--workers must be a whole number from 1 to 64"],
+    ...[
+      ["--output-bytes", "0"],
+      ["--output-bytes", "2GB"],
+      ["--output-bytes", "lots"],
+      ["--output-bytes", "20MiB"],
+      ["--result-limit", "1.5XB"],
+    ].map(([flag = "", size = ""]): [string[], string] => [[flag, size], `${flag} must be a size from 1 byte to 1GB, such as 1MB, 20MB or 500000 (bytes; 1MB = 1000000)`]),
+    [["--rate-limits", "run=0"], 'bad --rate-limits item "run=0": the limit is a whole number of requests per 10 s from 1 (run=20)'],
+    [["--rate-limits=runs=2"], 'bad --rate-limits item "runs=2": unknown route "runs"; the routes are run, runsync, status, status-sync, stream, cancel, retry, purge-queue, health'],
+    [["--local-mode", "--rate-limits=run=2"], "--rate-limits is for an emulated endpoint, not --local-mode (the local test server has no queue and no rate limits)"],
+    [["--local-mode", "--events", "events.jsonl"], "--events is for an emulated endpoint, not --local-mode (the local test server has no queue and no rate limits)"],
     [["--queue-delay", "-1"], "--queue-delay must be 0 or more"],
     [["--execution-time", "fast"], "--execution-time must be a number of seconds"],
     [["--execution-time", ""], "--execution-time must be a number of seconds"],

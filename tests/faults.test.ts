@@ -49,58 +49,46 @@ const savedPng = (run: FaultRun) => {
 };
 const manifest = (run: FaultRun) => JSON.parse(readFileSync(join(run.cwd, "run.json"), "utf8"));
 
-describe("absorbed: the run succeeds", () => {
-  test("rate-limit on /run (429, empty body, Retry-After): submitted again, once created", async () => {
-    const run = await runWithFaults("rate-limit@run=2");
-    expect(run.code).toBe(0);
-    expect(run.emulator.faultsInjected["rate-limit"]).toBe(2);
-    expect(run.sent("run")).toBe(3);
-    expect(run.stderr.match(/Job \S+ IN_QUEUE/g)).toHaveLength(1);
-    savedPng(run);
-  });
+// Both ways of waiting: RunPod's long poll, and plain /status polling where an endpoint lacks it.
+for (const [route, statusSync] of [["status-sync", true], ["status", false]] as const) {
+  const at = (faults: string) => faults.replaceAll("@status", `@${route}`);
+  describe(`absorbed while waiting on ${route}: the run succeeds`, () => {
+    test("rate-limit on /run (429, empty body, Retry-After): submitted again, once created", async () => {
+      const run = await runWithFaults("rate-limit@run=2", [], { statusSync });
+      expect(run.code).toBe(0);
+      expect(run.emulator.faultsInjected["rate-limit"]).toBe(2);
+      expect(run.sent("run")).toBe(3);
+      expect(run.stderr.match(/Job \S+ IN_QUEUE/g)).toHaveLength(1);
+      savedPng(run);
+    });
 
-  test("rate-limit on status", async () => {
-    const run = await runWithFaults("rate-limit@status=3");
-    expect(run.code).toBe(0);
-    expect(run.emulator.faultsInjected["rate-limit"]).toBe(3);
-    savedPng(run);
-  });
+    const absorbed: [string, string][] = [
+      ["rate-limit", "rate-limit@status=3"],
+      ["flaky (502, 503, 500)", "flaky@status=3"],
+      ["reset connections", "reset@status=2"],
+      ["a malformed 200", "malformed@status=2"],
+      ["slow answers shorter than the budget", "slow@status=150ms:2"],
+    ];
+    for (const [what, faults] of absorbed) {
+      test(what, async () => {
+        const run = await runWithFaults(at(faults), [], { statusSync });
+        expect(run.code).toBe(0);
+        const name = faults.split("@")[0] as keyof typeof run.emulator.faultsInjected;
+        if (name !== "slow") expect(run.emulator.faultsInjected[name]).toBe(Number(faults.split("=")[1]));
+        expect(run.sent(route)).toBeGreaterThan(0);
+        savedPng(run);
+      });
+    }
 
-  test("flaky status (502, 503, 500)", async () => {
-    const run = await runWithFaults("flaky@status=3");
-    expect(run.code).toBe(0);
-    expect(run.emulator.faultsInjected.flaky).toBe(3);
-    savedPng(run);
+    test("all of them mixed", async () => {
+      const run = await runWithFaults(at("rate-limit=2,flaky@status=1,reset@status=2,malformed@status=1,slow@status=100ms:2"), [], { statusSync });
+      expect(run.code).toBe(0);
+      savedPng(run);
+      expect(manifest(run)).toMatchObject({ status: "COMPLETED", exitCode: 0 });
+      expect(run.sent("run")).toBe(3);
+    });
   });
-
-  test("reset status connections", async () => {
-    const run = await runWithFaults("reset@status=2");
-    expect(run.code).toBe(0);
-    expect(run.emulator.faultsInjected.reset).toBe(2);
-    savedPng(run);
-  });
-
-  test("a malformed 200 while polling", async () => {
-    const run = await runWithFaults("malformed@status=2");
-    expect(run.code).toBe(0);
-    expect(run.emulator.faultsInjected.malformed).toBe(2);
-    savedPng(run);
-  });
-
-  test("slow answers shorter than the budget", async () => {
-    const run = await runWithFaults("slow@status=150ms:2");
-    expect(run.code).toBe(0);
-    savedPng(run);
-  });
-
-  test("all of them mixed", async () => {
-    const run = await runWithFaults("rate-limit=2,flaky@status=1,reset@status=2,malformed@status=1,slow@status=100ms:2");
-    expect(run.code).toBe(0);
-    savedPng(run);
-    expect(manifest(run)).toMatchObject({ status: "COMPLETED", exitCode: 0 });
-    expect(run.sent("run")).toBe(3);
-  });
-});
+}
 
 describe("not absorbed: the contract's exit code, and the job never lost", () => {
   test("rate-limit on /run beyond the retries: exit 4, no job created", async () => {
@@ -138,10 +126,10 @@ describe("not absorbed: the contract's exit code, and the job never lost", () =>
   });
 
   test("status failing for good: retried with warnings until --timeout, then exit 5 and the job cancelled", async () => {
-    const run = await runWithFaults("flaky@status=100%", ["--timeout", "2"], { executionMs: 10_000 });
+    const run = await runWithFaults("flaky@status-sync=100%", ["--timeout", "2"], { executionMs: 10_000 });
     expect(run.code).toBe(5);
     expect(run.stderr).toMatch(/⚠ checking job \S+ failed \(HTTP 50\d.*\); trying again in \d\.\d s/);
-    expect(run.sent("status")).toBeGreaterThan(3);
+    expect(run.sent("status-sync")).toBeGreaterThanOrEqual(2);
     expect(run.sent("cancel")).toBe(1);
     expect(run.stderr).toMatch(/no result after 2 s \(--timeout\); job \S+ cancelled/);
   });
@@ -165,7 +153,7 @@ describe("not absorbed: the contract's exit code, and the job never lost", () =>
   });
 
   test("a status request hanging past --timeout: exit 5, and the job is cancelled", async () => {
-    const run = await runWithFaults("slow@status=5s:1", ["--timeout", "1"], { executionMs: 10_000 });
+    const run = await runWithFaults("slow@status-sync=5s:1", ["--timeout", "1"], { executionMs: 10_000 });
     expect(run.code).toBe(5);
     expect(run.sent("cancel")).toBe(1);
     expect(run.stderr).toMatch(/no result after 1 s \(--timeout\); job \S+ cancelled/);

@@ -254,7 +254,7 @@ describe("machine output", () => {
     const run = await cli(["--workflow", workflowPath("sample-txt2img.json"), "--verbose", ...fast]);
     expect(run.code).toBe(0);
     expect(run.stderr).toMatch(/POST \/v2\/ep-jobs\/run → 200 \(\d+ ms\)/);
-    expect(run.stderr).toMatch(/GET \/v2\/ep-jobs\/status\/\S+ → 200/);
+    expect(run.stderr).toMatch(/GET \/v2\/ep-jobs\/status-sync\/\S+ → 200/);
     expectKeyNowhere([run.stdout, run.stderr]);
   });
 

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { Health, Job } from "../lib/api.ts";
 import { CliError, ExitCode } from "../lib/errors.ts";
-import { createProgress, describeHealth, describeStatus, formatElapsed, isTerminal, progressText, type ProgressStream, waitForJob } from "../lib/poll.ts";
+import { createProgress, describeHealth, describeStatus, formatElapsed, isTerminal, longPollWaitMs, nextDelay, progressText, type ProgressStream, waitForJob } from "../lib/poll.ts";
 import { responseJson } from "./helpers.ts";
 
 const RESPONSES = join(import.meta.dir, "../../shared/fixtures/responses");
@@ -200,6 +200,241 @@ describe("waitForJob", () => {
       sleep: instantSleep([]),
     }).catch((error: unknown) => error);
     expect(outcome).toBe(failure);
+  });
+});
+
+describe("nextDelay", () => {
+  const cases: [previous: number | undefined, interval: number, delay: number][] = [
+    // quick first check, then ×1.5
+    [undefined, 2_000, 250],
+    [250, 2_000, 375],
+    [375, 2_000, 562.5],
+    [562.5, 2_000, 843.75],
+    // capped at the poll interval
+    [1_265.625, 2_000, 1_898.4375],
+    [1_898.4375, 2_000, 2_000],
+    [1_500, 2_000, 2_000],
+    [2_000, 2_000, 2_000],
+    [undefined, 60_000, 250],
+    [40_000, 60_000, 60_000],
+    // an interval at or below the first delay caps it at once
+    [undefined, 250, 250],
+    [250, 250, 250],
+    [undefined, 100, 100],
+    [100, 100, 100],
+    [undefined, 249, 249],
+  ];
+  for (const [previous, interval, delay] of cases) {
+    test(`after ${previous ?? "nothing"}, interval ${interval} → ${delay}`, () => expect(nextDelay(previous, interval)).toBe(delay));
+  }
+
+  test("the sequence grows and never passes the interval", () => {
+    for (const interval of [100, 250, 300, 1_000, 2_000, 5_000, 90_000]) {
+      const delays: number[] = [];
+      let delay: number | undefined;
+      for (let i = 0; i < 40; i++) delays.push((delay = nextDelay(delay, interval)));
+      expect(delays[0]).toBe(Math.min(250, interval));
+      expect(delays.at(-1)).toBe(interval);
+      for (const [i, d] of delays.entries()) {
+        expect(d).toBeLessThanOrEqual(interval);
+        if (i > 0) expect(d).toBeGreaterThanOrEqual(delays[i - 1]!);
+      }
+    }
+  });
+});
+
+describe("longPollWaitMs", () => {
+  // about a poll interval, within what RunPod allows (1–90 s)
+  const cases: [number, number][] = [
+    [100, 1_000],
+    [999, 1_000],
+    [1_000, 1_000],
+    [1_001, 1_001],
+    [2_000, 2_000],
+    [30_000, 30_000],
+    [89_999, 89_999],
+    [90_000, 90_000],
+    [90_001, 90_000],
+    [600_000, 90_000],
+  ];
+  for (const [interval, wait] of cases) test(`interval ${interval} → wait ${wait}`, () => expect(longPollWaitMs(interval)).toBe(wait));
+});
+
+describe("waitForJob with a long poll (statusSync)", () => {
+  const job = (status: string, extra: Partial<Job> = {}): Job => ({ id: "j", status, ...extra });
+  /** A statusSync answering the given jobs (or undefined: no such route) in turn, recording the waits asked for. */
+  function longPolls(...answers: (Job | undefined)[]) {
+    const waits: number[] = [];
+    const statusSync = async (waitMs: number) => {
+      if (waits.length >= answers.length) throw new Error("asked for more long polls than scripted");
+      return answers[waits.push(waitMs) - 1];
+    };
+    return { statusSync, waits };
+  }
+  function polls(...jobs: Job[]) {
+    const calls = { count: 0 };
+    const status = async () => {
+      const next = jobs[calls.count++];
+      if (!next) throw new Error("asked for more statuses than scripted");
+      return next;
+    };
+    return { status, calls };
+  }
+  /** A sleep that records what it was asked and returns at once. */
+  const fakeSleep = () => {
+    const asked: number[] = [];
+    return { asked, sleep: async (ms: number, signal?: AbortSignal) => {
+      asked.push(ms);
+      if (signal?.aborted) throw signal.reason;
+    } };
+  };
+
+  test("long polls until terminal, no plain status, every answer reported; answers not held get a pause", async () => {
+    const final = job("COMPLETED", { output: { images: ["AAAA"] } });
+    const { statusSync, waits } = longPolls(job("IN_QUEUE"), job("IN_PROGRESS", { output: { progress: "3/10" } }), final, job("FAILED"));
+    const { status, calls } = polls();
+    const { asked, sleep } = fakeSleep();
+    const updates: Job[] = [];
+    const result = await waitForJob({ status, statusSync, pollIntervalMs: 2_000, sleep, onUpdate: (j) => updates.push(j) });
+    expect(result).toBe(final);
+    expect(waits).toEqual([2_000, 2_000, 2_000]);
+    expect(asked).toEqual([250, 375]); // the fake answers at once: not held, so not asked again at once
+    expect(calls.count).toBe(0);
+    expect(updates.map((j) => j.status)).toEqual(["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]);
+  });
+
+  const waitFor: [number, number][] = [
+    [100, 1_000],
+    [500, 1_000],
+    [2_000, 2_000],
+    [10_000, 10_000],
+    [120_000, 90_000],
+  ];
+  for (const [interval, wait] of waitFor) {
+    test(`--poll-interval ${interval} ms → each long poll asks to be held ${wait} ms (longPollWaitMs)`, async () => {
+      const { statusSync, waits } = longPolls(job("IN_PROGRESS"), job("COMPLETED"));
+      await waitForJob({ status: polls().status, statusSync, pollIntervalMs: interval, sleep: fakeSleep().sleep });
+      expect(waits).toEqual([wait, wait]);
+      expect(wait).toBe(longPollWaitMs(interval));
+    });
+  }
+
+  for (const terminal of ["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]) {
+    test(`${terminal} on the first answer: one long poll, nothing else`, async () => {
+      const { statusSync, waits } = longPolls(job(terminal), job("COMPLETED"));
+      const { status, calls } = polls();
+      const { asked, sleep } = fakeSleep();
+      expect((await waitForJob({ status, statusSync, pollIntervalMs: 2_000, sleep })).status).toBe(terminal);
+      expect([waits.length, calls.count, asked.length]).toEqual([1, 0, 0]);
+    });
+  }
+
+  test("no status-sync route (undefined on the first long poll) → plain polling for good, with the adaptive delays", async () => {
+    const { statusSync, waits } = longPolls(undefined);
+    const final = job("COMPLETED");
+    const { status, calls } = polls(job("IN_QUEUE"), job("IN_PROGRESS"), job("IN_PROGRESS"), job("IN_PROGRESS"), job("IN_PROGRESS"), job("IN_PROGRESS"), job("IN_PROGRESS"), final);
+    const { asked, sleep } = fakeSleep();
+    const updates: string[] = [];
+    expect(await waitForJob({ status, statusSync, pollIntervalMs: 2_000, sleep, onUpdate: (j) => updates.push(j.status) })).toBe(final);
+    expect(waits).toEqual([2_000]); // never asked again (the scripted statusSync would throw)
+    expect(calls.count).toBe(8);
+    expect(asked).toEqual([250, 375, 562.5, 843.75, 1_265.625, 1_898.4375, 2_000, 2_000]);
+    expect(updates).toEqual(["IN_QUEUE", ...Array(6).fill("IN_PROGRESS"), "COMPLETED"]);
+  });
+
+  test("a route that goes away mid-wait → plain polling from then on, starting quick again", async () => {
+    const { statusSync, waits } = longPolls(job("IN_QUEUE"), job("IN_PROGRESS"), undefined);
+    const { status, calls } = polls(job("IN_PROGRESS"), job("COMPLETED"));
+    const { asked, sleep } = fakeSleep();
+    const updates: string[] = [];
+    expect((await waitForJob({ status, statusSync, pollIntervalMs: 1_000, sleep, onUpdate: (j) => updates.push(j.status) })).status).toBe("COMPLETED");
+    expect(waits).toEqual([1_000, 1_000, 1_000]);
+    expect(calls.count).toBe(2);
+    expect(asked).toEqual([250, 375, 250, 375]); // two pauses after unheld long polls, then plain polling from the start
+    expect(updates).toEqual(["IN_QUEUE", "IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]); // the undefined is not an update
+  });
+
+  test("an error from the long poll ends the wait with that error: no fallback, no plain status", async () => {
+    const failure = new CliError("checking job j failed (HTTP 500: boom)", ExitCode.api);
+    let longPollCount = 0;
+    const { status, calls } = polls(job("COMPLETED"));
+    const { asked, sleep } = fakeSleep();
+    const outcome = await waitForJob({
+      status,
+      statusSync: async () => {
+        if (++longPollCount === 2) throw failure;
+        return job("IN_PROGRESS");
+      },
+      pollIntervalMs: 2_000,
+      sleep,
+    }).catch((error: unknown) => error);
+    expect(outcome).toBe(failure);
+    expect([longPollCount, calls.count, asked.length]).toEqual([2, 0, 1]); // one pause after the first, unheld, answer
+  });
+
+  // The client shares the signal (cli.ts clientFor): a long poll in flight rejects with its reason.
+  test("an abort while a long poll is held rejects at once with the reason", async () => {
+    const controller = new AbortController();
+    const reason = new CliError("interrupted", ExitCode.interrupted);
+    let longPollCount = 0;
+    const statusSync = (waitMs: number) => {
+      longPollCount++;
+      return new Promise<Job | undefined>((resolve, reject) => {
+        const timer = setTimeout(() => resolve(job("IN_PROGRESS")), waitMs);
+        controller.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          reject(controller.signal.reason);
+        }, { once: true });
+      });
+    };
+    const started = performance.now();
+    setTimeout(() => controller.abort(reason), 5);
+    const outcome = await waitForJob({ status: polls().status, statusSync, pollIntervalMs: 60_000, signal: controller.signal }).catch((error: unknown) => error);
+    expect(outcome).toBe(reason);
+    expect(longPollCount).toBe(1);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  test("after falling back, an abort from onUpdate ends the plain polling", async () => {
+    const controller = new AbortController();
+    const reason = new Error("deadline");
+    const { statusSync } = longPolls(undefined);
+    const { status, calls } = polls(job("IN_QUEUE"), job("IN_PROGRESS"), job("COMPLETED"));
+    const outcome = await waitForJob({
+      status,
+      statusSync,
+      pollIntervalMs: 10,
+      signal: controller.signal,
+      sleep: fakeSleep().sleep,
+      onUpdate: () => controller.abort(reason),
+    }).catch((error: unknown) => error);
+    expect(outcome).toBe(reason);
+    expect(calls.count).toBe(1);
+  });
+
+  // lib/poll.ts waitForJob: in long-poll mode `signal` is never checked (only the plain-poll sleep takes it), so an abort between long polls does not end the wait.
+  test("an abort from onUpdate between long polls ends the wait with its reason, asking no more", async () => {
+    const controller = new AbortController();
+    const reason = new Error("deadline");
+    const { statusSync, waits } = longPolls(job("IN_QUEUE"), job("IN_PROGRESS"), job("COMPLETED"));
+    const outcome = await waitForJob({
+      status: polls().status,
+      statusSync,
+      pollIntervalMs: 2_000,
+      signal: controller.signal,
+      sleep: fakeSleep().sleep,
+      onUpdate: () => controller.abort(reason),
+    }).catch((error: unknown) => error);
+    expect(outcome).toBe(reason);
+    expect(waits).toHaveLength(1);
+  });
+
+  // lib/poll.ts waitForJob: same cause: an already-aborted signal still sends a long poll (plain polling sends nothing).
+  test("an already-aborted signal asks for nothing", async () => {
+    const reason = new Error("already");
+    const { statusSync, waits } = longPolls(job("COMPLETED"));
+    expect(await waitForJob({ status: polls().status, statusSync, pollIntervalMs: 2_000, signal: AbortSignal.abort(reason) }).catch((e: unknown) => e)).toBe(reason);
+    expect(waits).toEqual([]);
   });
 });
 

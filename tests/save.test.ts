@@ -117,6 +117,17 @@ describe("outputName", () => {
   for (const [date, index, extension, expected] of cases) {
     test(`${date.toString()} #${index} .${extension} → ${expected}`, () => expect(outputName(date, index, extension)).toBe(expected));
   }
+
+  // a batch run's prefix with --flat (lib/batch.ts runOutput)
+  const prefixed: [string, number, string, string][] = [
+    ["", 1, "png", `output_${STAMP}_001.png`],
+    ["001_", 1, "png", `001_output_${STAMP}_001.png`],
+    ["042_", 3, "jpg", `042_output_${STAMP}_003.jpg`],
+    ["1000_", 12, "webp", `1000_output_${STAMP}_012.webp`],
+  ];
+  for (const [prefix, index, extension, expected] of prefixed) {
+    test(`prefix ${JSON.stringify(prefix)} #${index} .${extension} → ${expected}`, () => expect(outputName(WHEN, index, extension, prefix)).toBe(expected));
+  }
 });
 
 describe("sha256Hex", () => {
@@ -363,6 +374,31 @@ describe("saveOutputs", () => {
     );
     for (const [i, file] of saved.entries()) expect(new Uint8Array(await readFile(file.path))).toEqual(all[i]!);
     expect((await readdir(dir)).sort()).toEqual(saved.map((f) => basename(f.path)).sort());
+  });
+
+  test("a prefix goes before every name; the index still counts from 1", async () => {
+    const { saved, problems } = await saveOutputs([item(PNG), item(JPG), item(PNG)], tmp, WHEN, MAX, "007_");
+    expect(problems).toEqual([]);
+    expect(saved.map((f) => f.path)).toEqual([join(tmp, `007_${name(1, "png")}`), join(tmp, `007_${name(2, "jpg")}`), join(tmp, `007_${name(3, "png")}`)]);
+    expect(new Uint8Array(await readFile(saved[1]!.path))).toEqual(JPG);
+    expect(await leftovers(tmp)).toEqual([]);
+  });
+
+  test("runs of a --flat batch share the folder: each prefix numbers its own files, none overwrites another", async () => {
+    const [a, b] = await Promise.all([saveOutputs([item(PNG), item(PNG)], tmp, WHEN, MAX, "001_"), saveOutputs([item(PNG)], tmp, WHEN, MAX, "002_")]);
+    const plain = await saveOutputs([item(GIF)], tmp, WHEN, MAX);
+    expect(a!.saved.map((f) => basename(f.path))).toEqual([`001_${name(1, "png")}`, `001_${name(2, "png")}`]);
+    expect(b!.saved.map((f) => basename(f.path))).toEqual([`002_${name(1, "png")}`]);
+    expect(plain.saved.map((f) => basename(f.path))).toEqual([name(1, "gif")]);
+    expect((await readdir(tmp)).sort()).toEqual([`001_${name(1, "png")}`, `001_${name(2, "png")}`, `002_${name(1, "png")}`, name(1, "gif")].sort());
+  });
+
+  test("with a prefix, an existing file of that prefix is not overwritten: the next index is taken", async () => {
+    const existing = join(tmp, `003_${name(1, "png")}`);
+    await writeFile(existing, bytes("earlier run"));
+    const { saved } = await saveOutputs([item(PNG)], tmp, WHEN, MAX, "003_");
+    expect(saved.map((f) => basename(f.path))).toEqual([`003_${name(2, "png")}`]);
+    expect(await readFile(existing, "utf8")).toBe("earlier run");
   });
 
   test("the sha256 is that of the bytes on disk", async () => {
