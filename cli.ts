@@ -378,6 +378,7 @@ async function runBatch(options: Options & { workflow: string }, record: RunReco
   const progress = batchProgress(tally, started, options);
   const interrupt = onInterrupt();
   const quiet: Say = { info: log.debug, success: log.debug, start: log.debug, warn: log.warn };
+  const encoded = new Map<string, Promise<string>>();
   let nextSubmit = 0;
   const pace = async () => {
     const now = Date.now();
@@ -399,6 +400,7 @@ async function runBatch(options: Options & { workflow: string }, record: RunReco
         imagesDirs: options.eachImage !== undefined ? [] : options.imagesDirs,
         sets: [...options.sets, ...run.sets],
         extras: requestExtras(options),
+        encoded,
       });
       for (const warning of plan.warnings) log.debug(`run ${run.index}: ${warning}`);
       noteOnRecord(runRecord, plan);

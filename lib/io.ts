@@ -114,17 +114,20 @@ async function imagesUnder(dir: string): Promise<ImageSource[]> {
 }
 
 /** name → base64, read concurrently; an unreadable file is an error before anything is sent. */
-export async function encodeImages(images: readonly ImageSource[]): Promise<Record<string, string>> {
-  const encoded = await Promise.all(
-    images.map(async ({ name, path }) => {
-      try {
-        return [name, (await Bun.file(path).bytes()).toBase64()] as const;
-      } catch (error) {
-        throw usageError(`cannot read image ${path}: ${describeFsError(error)}`);
-      }
-    }),
-  );
-  return Object.fromEntries(encoded);
+export async function encodeImages(images: readonly ImageSource[], cache?: Map<string, Promise<string>>): Promise<Record<string, string>> {
+  const encode = async (path: string) => {
+    try {
+      return (await Bun.file(path).bytes()).toBase64();
+    } catch (error) {
+      throw usageError(`cannot read image ${path}: ${describeFsError(error)}`);
+    }
+  };
+  const once = (path: string) => {
+    if (!cache) return encode(path);
+    if (!cache.has(path)) cache.set(path, encode(path));
+    return cache.get(path)!;
+  };
+  return Object.fromEntries(await Promise.all(images.map(async ({ name, path }) => [name, await once(path)] as const)));
 }
 
 /**
@@ -195,6 +198,8 @@ export interface PreflightOptions {
   comfyOrgApiKey?: string;
   /** Request-level fields of /run (policy, webhook). */
   extras: Record<string, unknown>;
+  /** Images already encoded, by path: a batch reads and encodes each file once. */
+  encoded?: Map<string, Promise<string>>;
 }
 
 export interface SentImage extends ImageSource {
@@ -259,7 +264,7 @@ export async function prepareRequest(options: PreflightOptions): Promise<Plan> {
     const nested = all.filter((image) => image.name.includes("/")).map((image) => image.name);
     if (nested.length) warnings.push(`worker-comfyui makes no sub-folders, so ${nested.join(", ")} will likely fail to upload; name them plainly`);
   }
-  const encoded = await encodeImages(all);
+  const encoded = await encodeImages(all, options.encoded);
   const input = buildJobInput(options.dialect, workflow, encoded, options.comfyOrgApiKey);
   const body = JSON.stringify({ ...options.extras, input });
   const bodyBytes = Buffer.byteLength(body);

@@ -286,6 +286,16 @@ describe("collectImages", () => {
 });
 
 describe("encodeImages", () => {
+  test("with a cache, each file is read and encoded once (a batch sends it many times)", async () => {
+    await tree(tmp, { "a.png": new Uint8Array([1, 2, 3]) });
+    const cache = new Map<string, Promise<string>>();
+    const first = await encodeImages([{ name: "a.png", path: join(tmp, "a.png") }], cache);
+    await rm(join(tmp, "a.png"));
+    const again = await encodeImages([{ name: "other-name.png", path: join(tmp, "a.png") }], cache);
+    expect([first["a.png"], again["other-name.png"], cache.size]).toEqual(["AQID", "AQID", 1]);
+    expect((await rejected(encodeImages([{ name: "a.png", path: join(tmp, "a.png") }]))).exitCode).toBe(ExitCode.usage);
+  });
+
   test("base64 round trip, keyed by name", async () => {
     const bytes = new Uint8Array(await readFile(TINY_PNG));
     const odd = new Uint8Array(Array.from({ length: 257 }, (_, i) => (i * 37) % 256));
