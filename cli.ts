@@ -168,12 +168,7 @@ async function sendWorkflow(values: ParsedValues, record: RunRecord, from?: Sour
   }
   const credentials = credentialsFor(options);
   record.endpointId = credentials.endpointId;
-  const interrupt = onInterrupt();
-  try {
-    await submitAndFollow(plan, { options, credentials, record, parent: interrupt.signal, output: { dir: options.output, prefix: "" }, say: log });
-  } finally {
-    interrupt.release();
-  }
+  await interruptible((parent) => submitAndFollow(plan, { options, credentials, record, parent, output: { dir: options.output, prefix: "" }, say: log }));
 }
 
 const noteOnRecord = (record: RunRecord, plan: Plan) => {
@@ -218,6 +213,15 @@ function onInterrupt(): { signal: AbortSignal; release: () => void } {
       process.off("SIGTERM", terminate);
     },
   };
+}
+
+async function interruptible(work: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const interrupt = onInterrupt();
+  try {
+    await work(interrupt.signal);
+  } finally {
+    interrupt.release();
+  }
 }
 
 async function submitAndFollow(plan: Plan, context: JobContext): Promise<void> {
@@ -525,17 +529,14 @@ const statusAction: Action = async (values, record) => {
 const waitAction: Action = async (values, record) => {
   const { options, credentials } = connect(values, record);
   const jobId = requireJobId(options);
-  const interrupt = onInterrupt();
-  const context: JobContext = { options, credentials, record, parent: interrupt.signal, output: { dir: options.output, prefix: "" }, say: log };
-  try {
+  await interruptible(async (parent) => {
+    const context: JobContext = { options, credentials, record, parent, output: { dir: options.output, prefix: "" }, say: log };
     await withBudget(context, async (client, signal) => {
       record.job = await client.status(jobId);
       log.info(`Job ${jobId} ${record.job.status}`);
       await follow(client, context, signal);
     });
-  } finally {
-    interrupt.release();
-  }
+  });
 };
 
 const cancelAction: Action = async (values, record) => {
