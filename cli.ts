@@ -320,7 +320,8 @@ async function follow(client: RunpodClient, context: JobContext, signal: AbortSi
   const { items, warnings } = outputItems(job.output, job.id);
   for (const warning of warnings) say.warn(`the worker warns: ${warning}`);
   const fetched = await Promise.all(items.map((item) => fetchOutput(item, options.maxOutputBytes, signal, say)));
-  const { saved, problems } = await saveOutputs(fetched, output.dir, new Date(), options.maxOutputBytes, output.prefix);
+  const hash = options.json || Boolean(options.manifest ?? options.resume);
+  const { saved, problems } = await saveOutputs(fetched, output.dir, new Date(), options.maxOutputBytes, output.prefix, hash);
   record.saved = saved;
   for (const file of saved) {
     if (!options.json) process.stdout.write(`${file.path}\n`);

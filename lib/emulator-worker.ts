@@ -27,7 +27,8 @@ const INPUT_ANNOTATION = " [input]";
 const DEFAULT_SIDE = 512;
 const MAX_SIDE = 64;
 const MAX_BATCH = 4096; // ComfyUI's EmptyLatentImage limit
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** Strict, padded base64, checked in linear time (a backtracking pattern took ~0.4 s on a 9 MB image). */
+const isBase64 = (data: string) => data.length % 4 === 0 && !/[^A-Za-z0-9+/=]/.test(data) && /^[^=]*={0,2}$/.test(data);
 
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
@@ -78,7 +79,7 @@ function checkReferenceImages(value: unknown): Set<string> | string {
   if (value === undefined) return new Set();
   if (!isRecord(value)) return "'reference_images' must be an object mapping file names to base64 strings";
   const bad = Object.entries(value)
-    .filter(([, data]) => typeof data !== "string" || !BASE64.test(data))
+    .filter(([, data]) => typeof data !== "string" || !isBase64(data))
     .map(([name]) => `• ${name}: not valid base64`);
   if (bad.length > 0) return ["Invalid reference_images:", ...bad].join("\n");
   return new Set(Object.keys(value));

@@ -110,7 +110,8 @@ export interface SavedFile {
   path: string;
   bytes: number;
   type: string;
-  sha256: string;
+  /** Only when asked for (--json, --manifest): hashing 20 MB costs tens of milliseconds. */
+  sha256?: string;
   /** The worker's own name for the file, made safe. */
   filename?: string;
 }
@@ -126,7 +127,7 @@ export interface SaveResult {
  * linked into place: link() fails rather than replace an existing file, so nothing is
  * overwritten and no reader ever sees a partial file.
  */
-export async function saveOutputs(items: readonly OutputItem[], dir: string, date: Date, maxBytes: number, prefix = ""): Promise<SaveResult> {
+export async function saveOutputs(items: readonly OutputItem[], dir: string, date: Date, maxBytes: number, prefix = "", hash = true): Promise<SaveResult> {
   const result: SaveResult = { saved: [], problems: [] };
   try {
     await mkdir(dir, { recursive: true });
@@ -148,7 +149,7 @@ export async function saveOutputs(items: readonly OutputItem[], dir: string, dat
       for (;; index++) {
         const path = join(dir, outputName(date, index, extension, prefix));
         if (await placeWithoutOverwrite(temporary, path)) {
-          result.saved.push({ path, bytes: bytes.length, type: MIME[extension] ?? "application/octet-stream", sha256: sha256Hex(bytes), ...(item.filename && { filename: item.filename }) });
+          result.saved.push({ path, bytes: bytes.length, type: MIME[extension] ?? "application/octet-stream", ...(hash && { sha256: sha256Hex(bytes) }), ...(item.filename && { filename: item.filename }) });
           index++;
           break;
         }

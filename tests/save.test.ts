@@ -349,6 +349,14 @@ describe("saveOutputs", () => {
 
   const MAX = 1_000_000;
   const name = (index: number, extension: string) => `output_${STAMP}_${String(index).padStart(3, "0")}.${extension}`;
+
+  test("sha256 only when asked for: the same bytes saved, no hash computed", async () => {
+    const { saved } = await saveOutputs([item(PNG)], tmp, WHEN, MAX, "", false);
+    expect(saved[0]!.sha256).toBeUndefined();
+    expect(new Uint8Array(await readFile(saved[0]!.path))).toEqual(PNG);
+    const hashed = await saveOutputs([item(PNG)], tmp, WHEN, MAX, "", true);
+    expect(hashed.saved[0]!.sha256).toBe(new Bun.CryptoHasher("sha256").update(PNG).digest("hex"));
+  });
   /** No temporary file, nothing hidden. */
   const leftovers = async (dir: string) => (await readdir(dir)).filter((n) => n.startsWith(".") || n.endsWith(".tmp"));
 
