@@ -286,6 +286,11 @@ async function afterAbort(reason: unknown, { options, credentials, record: { job
     const cancelled = await createClient({ baseUrl: options.baseUrl, ...credentials, local: options.local, requestTimeoutMs: 10_000, retry: { attempts: 3, baseDelayMs: 300, maxDelayMs: 2000 } }).cancel(job.id);
     return new CliError(`${reason.message}; job ${job.id} ${cancelled.status === "CANCELLED" ? "cancelled" : `is ${cancelled.status}`}`, reason.exitCode);
   } catch (error) {
+    // RunPod's local test server has no cancel route: nothing is billed there, so it is only worth a warning.
+    if (error instanceof CliError && error.code === "not_supported_locally") {
+      say.warn(`the local test server cannot cancel job ${job.id}; it may still run there`);
+      return reason;
+    }
     return new CliError(`${reason.message}; cancelling job ${job.id} failed (${(error as Error).message}), it may still run`, reason.exitCode);
   }
 }

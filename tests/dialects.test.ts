@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type EmulatorOptions, startEmulator } from "../lib/emulator.ts";
-import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, workflowPath } from "./helpers.ts";
+import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath } from "./helpers.ts";
 
 const KEY = "rpa_DIALECTS_TEST_KEY_9876";
 const COMFY_KEY = "comfyui-SECRET-org-key";
@@ -104,6 +104,20 @@ describe("RunPod's local test server", () => {
       expect(run.requests.map((r) => `${r.method} ${r.path.replace(/test-[\w-]+/, "ID")}`)).toEqual(["POST /run", "POST /status/ID"]);
       expect(run.stderr).toMatch(/to the local test server at http:\/\/127\.0\.0\.1:\d+/);
     });
+  }
+});
+
+test("local test server: Ctrl-C cannot cancel there, which is a warning, and exit 130", async () => {
+  const emulator = startEmulator({ port: 0, localMode: true, executionMs: 5_000 });
+  try {
+    const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), "--local", emulator.url, ...fast], {
+      onSpawn: (child, stderr) => void until(() => /Job test-\S+ IN_PROGRESS/.test(stderr())).then(() => Bun.sleep(400)).then(() => child.kill("SIGINT")),
+    });
+    expect(run.code).toBe(130);
+    expect(run.stderr).toMatch(/⚠ the local test server cannot cancel job test-\S+; it may still run there/);
+    expect(emulator.requests.filter((r) => r.path.startsWith("/cancel/"))).toHaveLength(1);
+  } finally {
+    await emulator.stop();
   }
 });
 
