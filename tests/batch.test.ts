@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import { type Emulator, type EmulatorOptions, startEmulator } from "../lib/emulator.ts";
 import { parseFaults } from "../lib/emulator-faults.ts";
-import { expectSecretNowhere, FIXTURES, removeTempDirs, type RunOptions, runCli, tempDir, until, workflowPath } from "./helpers.ts";
+import { expectSecretNowhere, FIXTURES, removeTempDirs, type RunOptions, runCli, tempDir, workflowPath, whenTrue } from "./helpers.ts";
 
 const KEY = "rpa_BATCH_TEST_KEY_5555";
 const tinyPng = readFileSync(join(FIXTURES, "tiny.png"));
@@ -123,7 +123,7 @@ describe("--each-image and --repeat", () => {
 describe("interrupting and resuming", () => {
   test("Ctrl-C cancels every job in flight and starts no more: exit 130", async () => {
     const run = await batch(["--repeat", "6", "--concurrency", "2", "--manifest", "m.jsonl"], { executionMs: 20_000, workers: 4 }, undefined, (child, emulator) => {
-      void until(() => emulator.requests.filter((r) => r.path.endsWith("/run") && r.status === 200).length >= 2).then(() => child.kill("SIGINT"));
+      whenTrue(() => emulator.requests.filter((r) => r.path.endsWith("/run") && r.status === 200).length >= 2, () => child.kill("SIGINT"));
     });
     expect(run.code).toBe(130);
     expect(run.sent("run")).toBe(2);

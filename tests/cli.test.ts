@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Emulator, startEmulator } from "../lib/emulator.ts";
-import { FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath } from "./helpers.ts";
+import { FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath, whenTrue } from "./helpers.ts";
 
 const KEY = "rpa_TESTKEY_0123456789abcdef";
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -229,7 +229,7 @@ describe("API, job and time failures", () => {
       const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), ...fast], {
         env: { ...connection(), RUNPOD_ENDPOINT_BASE_URL: slow.url },
         onSpawn: (child, stderr) => {
-          until(() => /IN_PROGRESS/.test(stderr())).then(() => child.kill("SIGINT"));
+          whenTrue(() => /IN_PROGRESS/.test(stderr()), () => child.kill("SIGINT"));
         },
       });
       expect(run.code).toBe(130);

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type EmulatorOptions, startEmulator } from "../lib/emulator.ts";
-import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath } from "./helpers.ts";
+import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, workflowPath, whenTrue } from "./helpers.ts";
 
 const KEY = "rpa_DIALECTS_TEST_KEY_9876";
 const COMFY_KEY = "comfyui-SECRET-org-key";
@@ -111,7 +111,7 @@ test("local test server: Ctrl-C cannot cancel there, which is a warning, and exi
   const emulator = startEmulator({ port: 0, localMode: true, executionMs: 5_000 });
   try {
     const run = await runCli(["--workflow", workflowPath("sample-txt2img.json"), "--local", emulator.url, ...fast], {
-      onSpawn: (child, stderr) => void until(() => /Job test-\S+ IN_PROGRESS/.test(stderr())).then(() => Bun.sleep(400)).then(() => child.kill("SIGINT")),
+      onSpawn: (child, stderr) => whenTrue(() => /Job test-\S+ IN_PROGRESS/.test(stderr()), () => Bun.sleep(400).then(() => child.kill("SIGINT"))),
     });
     expect(run.code).toBe(130);
     expect(run.stderr).toMatch(/⚠ the local test server cannot cancel job test-\S+; it may still run there/);

@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Emulator, type EmulatorOptions, startEmulator } from "../lib/emulator.ts";
 import { parseFaults } from "../lib/emulator-faults.ts";
-import { expectSecretNowhere, removeTempDirs, type RunOptions, runCli, tempDir, until, workflowPath } from "./helpers.ts";
+import { expectSecretNowhere, removeTempDirs, type RunOptions, runCli, tempDir, workflowPath, whenTrue } from "./helpers.ts";
 
 const KEY = "rpa_FAULTS_TEST_KEY_0123456789";
 afterAll(removeTempDirs);
@@ -162,7 +162,7 @@ describe("not absorbed: the contract's exit code, and the job never lost", () =>
 
   test("Ctrl-C with a flaky cancel: the cancel is sent again until it lands, exit 130", async () => {
     const run = await runWithFaults("flaky@cancel=1", [], { executionMs: 20_000 }, (child, stderr) => {
-      void until(() => /IN_PROGRESS/.test(stderr())).then(() => child.kill("SIGINT"));
+      whenTrue(() => /IN_PROGRESS/.test(stderr()), () => child.kill("SIGINT"));
     });
     expect(run.code).toBe(130);
     expect(run.sent("cancel")).toBe(2);

@@ -100,3 +100,11 @@ export function expectSecretNowhere(secret: string, texts: string[], dir?: strin
     if (entry.isFile()) expect(readFileSync(join(entry.parentPath, entry.name)).includes(secret)).toBe(false);
   }
 }
+
+/**
+ * Does `action` once `predicate` holds, for signalling a running child. It gives up quietly: a
+ * rejection here would surface in whichever test runs next, and the test's own assertions fail anyway.
+ */
+export function whenTrue(predicate: () => boolean, action: () => unknown, timeoutMs = 4000): void {
+  until(predicate, timeoutMs).then(action, () => {});
+}

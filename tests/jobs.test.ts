@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Emulator, startEmulator } from "../lib/emulator.ts";
-import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath } from "./helpers.ts";
+import { expectSecretNowhere, FIXTURES, removeTempDirs, runCli, tempDir, until, workflowPath, whenTrue } from "./helpers.ts";
 
 const KEY = "rpa_JOBS_TEST_KEY_abcdef0123";
 const tinyPng = readFileSync(join(FIXTURES, "tiny.png"));
@@ -170,7 +170,7 @@ describe("time and signals", () => {
     try {
       const run = await cli(["--workflow", workflowPath("sample-txt2img.json"), ...fast], {
         env: env(slow.url),
-        onSpawn: (child, stderr) => void until(() => /IN_PROGRESS/.test(stderr())).then(() => child.kill("SIGTERM")),
+        onSpawn: (child, stderr) => whenTrue(() => /IN_PROGRESS/.test(stderr()), () => child.kill("SIGTERM")),
       });
       expect(run.code).toBe(143);
       expect(requestsTo(slow, "cancel")).toHaveLength(1);
@@ -199,7 +199,8 @@ describe("time and signals", () => {
           void until(() => /IN_PROGRESS/.test(stderr()))
             .then(() => child.kill("SIGINT"))
             .then(() => until(() => /Cancelling job/.test(stderr())))
-            .then(() => child.kill("SIGINT")),
+            .then(() => child.kill("SIGINT"))
+            .catch(() => {}), // never an unhandled rejection in a later test: the assertions below fail instead
       });
       expect(run.code).toBe(130);
       expect(Date.now() - started).toBeLessThan(5_000);
