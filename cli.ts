@@ -122,12 +122,11 @@ const sources = (): Sources => ({
   },
 });
 
-/** Options once, validated, with logging and the run's record set up from them. */
-function optionsFrom(values: ParsedValues, record: RunRecord, from: Sources = sources()): Options {
+/** Options once, validated, with logging set up from them. */
+function optionsFrom(values: ParsedValues, from: Sources = sources()): Options {
   const options = resolveOptions(values, from);
   for (const secret of [options.apiKey, options.comfyOrgApiKey]) if (secret) secrets.add(secret);
   log.level = options.quiet ? LEVEL.quiet : options.verbose ? LEVEL.verbose : LEVEL.normal;
-  record.manifestPath = options.manifest;
   return options;
 }
 
@@ -150,9 +149,11 @@ function clientFor(options: Options, credentials: Credentials, budget?: AbortSig
 // ---- The default command: submit, wait, save, open ------------------------------------------
 
 async function sendWorkflow(values: ParsedValues, record: RunRecord, from?: Sources): Promise<void> {
-  const options = optionsFrom(values, record, from);
+  const options = optionsFrom(values, from);
   if (!options.workflow) throw usageError("--workflow FILE is required");
+  // A batch writes its manifest itself, a line per run; a single run's is one document, written at the end.
   if (options.batchFile || options.eachImage !== undefined || options.repeat !== undefined) return runBatch({ ...options, workflow: options.workflow }, record);
+  record.manifestPath = options.manifest;
   const plan = await prepareRequest({ ...options, workflow: options.workflow, extras: requestExtras(options) });
   for (const note of plan.notes) log.info(note);
   for (const warning of plan.warnings) log.warn(warning);
@@ -377,7 +378,6 @@ async function runBatch(options: Options & { workflow: string }, record: RunReco
   const done = runs.length - todo.length;
   if (options.resume) log.info(`Resuming: ${done} of ${runs.length} runs already succeeded (${options.resume})`);
   const manifest = options.manifest ?? options.resume;
-  record.manifestPath = undefined; // a batch's manifest is JSON Lines, one record per run, written as runs end
   const credentials = options.dryRun ? undefined : credentialsFor(options);
   record.endpointId = credentials?.endpointId;
 
@@ -506,7 +506,8 @@ type Action = (values: ParsedValues, record: RunRecord) => Promise<void>;
 
 /** Options, credentials and a client, for subcommands that act on the endpoint. */
 function connect(values: ParsedValues, record: RunRecord) {
-  const options = optionsFrom(values, record);
+  const options = optionsFrom(values);
+  record.manifestPath = options.manifest;
   const credentials = credentialsFor(options);
   record.endpointId = credentials.endpointId;
   return { options, credentials, client: clientFor(options, credentials) };
