@@ -1,6 +1,8 @@
-// What a run tells machines: the --json document on stdout and the --manifest record on disk.
-// Both are built from one RunRecord, filled in as the run goes, so a failure still reports
-// everything known up to it (above all the job id).
+// What a run tells: lines on stderr for people; for machines, the --json document on stdout and the
+// --manifest record on disk. Both are built from one RunRecord, filled in as the run goes, so a
+// failure still reports everything known up to it (above all the job id).
+import { createConsola } from "consola";
+import { colors } from "consola/utils";
 import type { Job } from "./api.ts";
 import { type CliError, ExitCode } from "./errors.ts";
 import type { SavedFile } from "./save.ts";
@@ -54,3 +56,33 @@ export function manifestRecord(record: RunRecord, error: CliError | undefined, f
     finishedAt: finishedAt.toISOString(),
   };
 }
+
+// ---- For people: stderr, one line each; stdout carries only data (saved paths, ids, --json). ----
+
+const ICONS: Record<string, [string, (s: string) => string]> = {
+  error: ["✖", colors.red],
+  warn: ["⚠", colors.yellow],
+  success: ["✔", colors.green],
+  start: ["◐", colors.magenta],
+  info: ["ℹ", colors.cyan],
+  debug: ["›", colors.gray],
+};
+/** The key must never be printed, even if a server echoes it back in an error body. */
+const secrets = new Set<string>();
+export const keepSecret = (secret: string | undefined) => void (secret && secrets.add(secret));
+export const redact = (text: string) => [...secrets].reduce((out, secret) => out.replaceAll(secret, "***"), text);
+export const log = createConsola({
+  level: 3,
+  reporters: [
+    {
+      log: ({ type, args }) => {
+        const [icon, paint] = ICONS[type] ?? ["", (s: string) => s];
+        process.stderr.write(`${icon ? `${paint(icon)} ` : ""}${redact(args.map(String).join(" "))}\n`);
+      },
+    },
+  ],
+});
+const LEVEL = { quiet: 0, normal: 3, verbose: 4 } as const;
+export const setVerbosity = ({ quiet, verbose }: { quiet: boolean; verbose: boolean }) => {
+  log.level = quiet ? LEVEL.quiet : verbose ? LEVEL.verbose : LEVEL.normal;
+};
